@@ -1,0 +1,215 @@
+// Package sandbox runs one command under osandbox: it opens the audit log,
+// starts the command in its namespace, serves the proxy on the listeners the
+// namespace hands over, forwards signals, and cleans up. It is the only
+// package that knows all the others; it holds no policy or protocol logic.
+package sandbox
+
+import (
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"os/exec"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/osandbox/osandbox/audit"
+	"github.com/osandbox/osandbox/netns"
+	"github.com/osandbox/osandbox/policies"
+	"github.com/osandbox/osandbox/proxy"
+)
+
+// ProxyAddr is where the command finds the proxy, inside its namespace.
+const ProxyAddr = "127.0.0.1:3128"
+
+// Config is one run, built once by main.
+type Config struct {
+	// Command is argv; Command[0] is looked up in PATH.
+	Command []string
+	// Policy decides; nil means policies.Default().
+	Policy *policies.Policy
+	// AuditPath is the audit log; "" writes none (denials still reach stderr).
+	AuditPath string
+	// Quiet stops the one-line denial messages on stderr.
+	Quiet bool
+	// Pins are --resolve entries for the proxy's own lookups.
+	Pins map[string][]netip.Addr
+	// UpstreamCAs are trusted for upstream TLS on top of the system roots; nil: system roots.
+	UpstreamCAs *x509.CertPool
+	// Learn allows what the SSRF guard allows, audited as learn_mode.
+	Learn bool
+	// Log is for diagnostics; nil discards them.
+	Log *logrus.Entry
+	// Stdin, Stdout and Stderr of the command; nil means os.Stdin and so on.
+	Stdin, Stdout, Stderr *os.File
+	// Limits of the proxy; zero fields take proxy.DefaultLimits.
+	Limits proxy.Limits
+}
+
+// ExitError is a failure that decides osandbox's exit status: 125 when
+// osandbox itself failed, 126 or 127 when the command could not be run.
+type ExitError struct {
+	Code int
+	Err  error
+}
+
+func (e *ExitError) Error() string { return e.Err.Error() }
+func (e *ExitError) Unwrap() error { return e.Err }
+
+func setupError(format string, args ...any) error {
+	return &ExitError{Code: netns.ExitSetupFailed, Err: fmt.Errorf(format, args...)}
+}
+
+// Run runs the command to completion and returns its exit status (128+N
+// for death by signal N). The audit log is complete when Run returns.
+func Run(cfg Config) (int, error) {
+	cfg.defaults()
+	path, err := lookPath(cfg.Command)
+	if err != nil {
+		return 0, err
+	}
+	id := audit.NewID()
+	opts := audit.Options{Sandbox: id}
+	if !cfg.Quiet {
+		opts.Denials = cfg.Stderr
+	}
+	log, err := audit.Open(cfg.AuditPath, opts)
+	if err != nil {
+		return 0, setupError("audit log: %w", err)
+	}
+	defer log.Close()
+	log.Emit(audit.Event{Event: audit.EventStart, Command: cfg.Command, PolicySHA256: cfg.Policy.SHA256()})
+
+	code, err := run(cfg, path, log)
+	if err != nil {
+		code = netns.ExitSetupFailed
+	}
+	log.Emit(audit.Event{Event: audit.EventExit, ExitCode: code})
+	if cerr := log.Close(); cerr != nil && err == nil {
+		err = setupError("audit log: %w", cerr)
+	}
+	return code, err
+}
+
+func run(cfg Config, path string, log *audit.Log) (int, error) {
+	px, err := proxy.New(proxy.Config{
+		Policy: cfg.Policy, Audit: log, Log: cfg.Log, Pins: cfg.Pins,
+		UpstreamCAs: cfg.UpstreamCAs, Learn: cfg.Learn, Limits: cfg.Limits,
+	})
+	if err != nil {
+		return 0, setupError("%w", err)
+	}
+	// Catch signals before the command exists, so none is lost in between.
+	sigs := make(chan os.Signal, 8)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	defer signal.Stop(sigs)
+
+	sb, err := netns.Start(netns.Config{
+		Path: path, Args: cfg.Command, Env: commandEnv(os.Environ(), "http://"+ProxyAddr),
+		Stdin: cfg.Stdin, Stdout: cfg.Stdout, Stderr: cfg.Stderr,
+		Listen: []string{ProxyAddr},
+	})
+	if err != nil {
+		return 0, setupError("start sandbox: %w", err)
+	}
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		if err := px.Serve(sb.Listeners[0]); err != nil {
+			cfg.Log.WithError(err).Error("proxy stopped")
+		}
+	}()
+	done := make(chan struct{})
+	go forwardSignals(sigs, sb, done)
+	code, err := sb.Wait()
+	close(done)
+	start := time.Now()
+	px.Close()
+	<-served
+	cfg.Log.Debugf("proxy closed in %s", time.Since(start))
+	return code, err
+}
+
+func forwardSignals(sigs <-chan os.Signal, sb *netns.Sandbox, done <-chan struct{}) {
+	for {
+		select {
+		case s := <-sigs:
+			_ = sb.Signal(s)
+		case <-done:
+			return
+		}
+	}
+}
+
+func (cfg *Config) defaults() {
+	if cfg.Policy == nil {
+		cfg.Policy = policies.Default()
+	}
+	if cfg.Log == nil {
+		l := logrus.New()
+		l.SetOutput(io.Discard)
+		cfg.Log = logrus.NewEntry(l)
+	}
+	if cfg.Stdin == nil {
+		cfg.Stdin = os.Stdin
+	}
+	if cfg.Stdout == nil {
+		cfg.Stdout = os.Stdout
+	}
+	if cfg.Stderr == nil {
+		cfg.Stderr = os.Stderr
+	}
+}
+
+// lookPath finds the command as a shell would, with the shell's statuses.
+func lookPath(argv []string) (string, error) {
+	if len(argv) == 0 {
+		return "", &ExitError{Code: netns.ExitSetupFailed, Err: errors.New("no command given")}
+	}
+	path, err := exec.LookPath(argv[0])
+	if err == nil {
+		return path, nil
+	}
+	if errors.Is(err, exec.ErrNotFound) || errors.Is(err, os.ErrNotExist) {
+		return "", &ExitError{Code: netns.ExitNotFound, Err: fmt.Errorf("%s: command not found", argv[0])}
+	}
+	return "", &ExitError{Code: netns.ExitNotExecutable, Err: fmt.Errorf("%s: %w", argv[0], err)}
+}
+
+// proxyVars are the variables clients read to find a proxy.
+var proxyVars = []string{"HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"}
+
+// commandEnv is env with every proxy variable pointing at the proxy.
+func commandEnv(env []string, proxyURL string) []string {
+	out := make([]string, 0, len(env)+2*len(proxyVars))
+	for _, kv := range env {
+		name, _, _ := strings.Cut(kv, "=")
+		if isProxyVar(name) {
+			continue
+		}
+		out = append(out, kv)
+	}
+	for _, v := range proxyVars {
+		val := proxyURL
+		if v == "NO_PROXY" {
+			val = "localhost,127.0.0.1,::1"
+		}
+		out = append(out, v+"="+val, strings.ToLower(v)+"="+val)
+	}
+	return out
+}
+
+func isProxyVar(name string) bool {
+	for _, v := range proxyVars {
+		if strings.EqualFold(name, v) {
+			return true
+		}
+	}
+	return false
+}
