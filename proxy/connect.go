@@ -61,6 +61,13 @@ func (p *Proxy) serveConnect(w http.ResponseWriter, r *http.Request) {
 		p.emitClose(conn, audit.ProtoConnect, t, pipeResult{})
 		return
 	}
+	if dec.Inspect {
+		defer client.Close()
+		defer up.Close()
+		p.serveRequests(&session{id: conn, proto: audit.ProtoHTTP, target: t, defPort: 80, client: client,
+			clientR: newSessionReader(client, brw.Reader, p.limits.MaxHeaderBytes), up: newUpstreamConn(up)})
+		return
+	}
 	pp := &pipe{client: client, upstream: up, fromClient: brw.Reader, idle: p.limits.IdleTunnelTimeout}
 	p.emitClose(conn, audit.ProtoConnect, t, pp.run())
 }

@@ -1,7 +1,266 @@
 package proxy
 
-import "net/http"
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"strings"
+	"sync"
+	"time"
 
-func (p *Proxy) serveForwardUpgrade(w http.ResponseWriter, r *http.Request) {
-	http.Error(w, "not yet", http.StatusNotImplemented)
+	"github.com/osandbox/osandbox/policies"
+)
+
+// OutcomeKind says what happens to a connection after one relayed request.
+type OutcomeKind uint8
+
+const (
+	// Reusable: the exchange ended cleanly; read the next request.
+	Reusable OutcomeKind = iota
+	// Consumed: the connection cannot carry another request; close it.
+	Consumed
+	// Upgraded: a valid 101 was relayed; switch to raw bytes.
+	Upgraded
+)
+
+func (k OutcomeKind) String() string {
+	return [...]string{"reusable", "consumed", "upgraded"}[k]
+}
+
+// RelayOutcome is the result of every function that relays one HTTP
+// request (DESIGN 2.4).
+type RelayOutcome struct {
+	Kind OutcomeKind
+	// Overflow holds the upstream bytes read past the 101 head (Upgraded only).
+	Overflow []byte
+}
+
+// upstreamConn is one connection to an upstream and the reader that owns
+// its input, so nothing read past a response head is ever lost.
+type upstreamConn struct {
+	conn net.Conn
+	r    *bufio.Reader
+}
+
+func newUpstreamConn(c net.Conn) *upstreamConn {
+	return &upstreamConn{conn: c, r: bufio.NewReaderSize(c, 16<<10)}
+}
+
+// relayResult is what relay did.
+type relayResult struct {
+	Outcome RelayOutcome
+	// Status is the final status sent to the client; 0 when none was.
+	Status int
+	// Refused is set when the upstream's 101 was not accepted: nothing was
+	// sent to the client and both sides must be closed.
+	Refused policies.Reason
+	// Err is a transport failure (upstream reset, timeout, bad response).
+	Err error
+}
+
+// relay sends req (already decided, hop-by-hop headers handled) on up and
+// forwards the response to client. upgrade is the protocol the client
+// asked for, or "". The request body is streamed while the response is
+// read, so 100 Continue and early responses work.
+func (p *Proxy) relay(req *http.Request, up *upstreamConn, client net.Conn, upgrade string) relayResult {
+	wrote := make(chan error, 1)
+	go writeRequest(req, up.conn, wrote)
+	// writeDone waits a moment for the request to be fully sent: the
+	// upstream may answer a beat before our writer reports back.
+	var sent, finished bool
+	var writeErr error
+	writeDone := func() (bool, error) {
+		if finished {
+			return sent, writeErr
+		}
+		t := time.NewTimer(writeGrace)
+		defer t.Stop()
+		select {
+		case writeErr = <-wrote:
+			finished, sent = true, writeErr == nil
+		case <-t.C:
+		}
+		return finished, writeErr
+	}
+	var res relayResult
+	for {
+		_ = up.conn.SetReadDeadline(time.Now().Add(p.limits.ResponseTimeout))
+		resp, err := http.ReadResponse(up.r, req)
+		_ = up.conn.SetReadDeadline(time.Time{})
+		if err != nil {
+			res = relayResult{Outcome: RelayOutcome{Kind: Consumed}, Err: fmt.Errorf("read response: %w", err)}
+			break
+		}
+		if resp.StatusCode == http.StatusSwitchingProtocols {
+			if done, werr := writeDone(); !done || werr != nil {
+				// The request is still being sent: a switch now would mix its
+				// bytes into the new protocol.
+				res = relayResult{Outcome: RelayOutcome{Kind: Consumed}, Err: errors.New("101 before the request was sent")}
+				break
+			}
+			res = p.switchProtocols(resp, up, client, upgrade)
+			break
+		}
+		if resp.StatusCode < 200 {
+			// 100 Continue, 103 Early Hints: pass on and wait for the final one.
+			if err := writeHead(client, resp, false); err != nil {
+				res = relayResult{Outcome: RelayOutcome{Kind: Consumed}, Err: err}
+				break
+			}
+			continue
+		}
+		res = p.writeFinal(req, resp, client)
+		break
+	}
+	if done, werr := writeDone(); !done || werr != nil {
+		// The upstream answered before taking the whole body, or the body
+		// could not be sent: this connection's framing is lost.
+		res.Outcome = RelayOutcome{Kind: Consumed}
+		up.conn.Close()
+		client.Close()
+		if !finished {
+			<-wrote
+		}
+	}
+	return res
+}
+
+// writeGrace is how long a finished response waits for its request to be
+// fully sent before the connection is given up as out of step.
+const writeGrace = time.Second
+
+func writeRequest(req *http.Request, w io.Writer, done chan<- error) {
+	bw := bufio.NewWriterSize(w, 4<<10)
+	err := req.Write(bw)
+	if err == nil {
+		err = bw.Flush()
+	}
+	done <- err
+}
+
+// switchProtocols validates a 101 before anything reaches the client
+// (DESIGN 2.4): the client must have asked, and for the same protocol.
+func (p *Proxy) switchProtocols(resp *http.Response, up *upstreamConn, client net.Conn, asked string) relayResult {
+	refuse := func(r policies.Reason) relayResult {
+		return relayResult{Outcome: RelayOutcome{Kind: Consumed}, Refused: r}
+	}
+	if asked == "" {
+		return refuse(policies.ReasonUnsolicitedUpgrade)
+	}
+	got := upgradeType(resp.Header)
+	if !validUpgradeToken(got) || !strings.EqualFold(got, asked) {
+		return refuse(policies.ReasonUpgradeMismatch)
+	}
+	if err := writeHead(client, resp, false); err != nil {
+		return relayResult{Outcome: RelayOutcome{Kind: Consumed}, Err: err}
+	}
+	var overflow []byte
+	if n := up.r.Buffered(); n > 0 {
+		overflow, _ = up.r.Peek(n)
+	}
+	return relayResult{Outcome: RelayOutcome{Kind: Upgraded, Overflow: overflow}, Status: resp.StatusCode}
+}
+
+// writeFinal writes a final response with framing the client can
+// trust, and says whether the connection may carry another request.
+func (p *Proxy) writeFinal(req *http.Request, resp *http.Response, client net.Conn) relayResult {
+	defer resp.Body.Close()
+	closeAfter := resp.Close || req.Close
+	chunked := len(resp.TransferEncoding) > 0 && resp.TransferEncoding[0] == "chunked"
+	bodyless := req.Method == http.MethodHead || resp.StatusCode == http.StatusNoContent ||
+		resp.StatusCode == http.StatusNotModified
+	if !bodyless && !chunked && resp.ContentLength < 0 {
+		closeAfter = true // body runs to EOF: only a close can end it
+	}
+	trailer := resp.Trailer
+	removeHopHeaders(resp.Header)
+	if chunked && !bodyless {
+		resp.Header.Set("Transfer-Encoding", "chunked")
+		if len(trailer) > 0 {
+			names := make([]string, 0, len(trailer))
+			for k := range trailer {
+				names = append(names, k)
+			}
+			resp.Header.Set("Trailer", strings.Join(names, ", "))
+		}
+	}
+	res := relayResult{Outcome: RelayOutcome{Kind: Reusable}, Status: resp.StatusCode}
+	if closeAfter {
+		res.Outcome.Kind = Consumed
+	}
+	if err := writeHead(client, resp, closeAfter); err != nil {
+		res.Outcome.Kind, res.Err = Consumed, err
+		return res
+	}
+	if bodyless {
+		return res
+	}
+	if err := copyBody(client, resp, chunked); err != nil {
+		res.Outcome.Kind, res.Err = Consumed, err
+	}
+	return res
+}
+
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+func copyBody(client net.Conn, resp *http.Response, chunked bool) error {
+	bp := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(bp)
+	if !chunked {
+		_, err := io.CopyBuffer(client, resp.Body, *bp)
+		return err
+	}
+	bw := bufio.NewWriterSize(client, 4<<10)
+	cw := httputil.NewChunkedWriter(bw)
+	if _, err := io.CopyBuffer(flushEach{cw, bw}, resp.Body, *bp); err != nil {
+		return err
+	}
+	if err := cw.Close(); err != nil {
+		return err
+	}
+	if err := resp.Trailer.Write(bw); err != nil {
+		return err
+	}
+	if _, err := bw.WriteString("\r\n"); err != nil {
+		return err
+	}
+	return bw.Flush()
+}
+
+// flushEach writes each chunk through to the client as it arrives, so
+// streamed responses (server-sent events) are not held back.
+type flushEach struct {
+	w  io.Writer
+	bw *bufio.Writer
+}
+
+func (f flushEach) Write(p []byte) (int, error) {
+	n, err := f.w.Write(p)
+	if err == nil {
+		err = f.bw.Flush()
+	}
+	return n, err
+}
+
+// writeHead writes a response's status line and headers.
+func writeHead(w io.Writer, resp *http.Response, closeConn bool) error {
+	var b strings.Builder
+	text := http.StatusText(resp.StatusCode)
+	if _, after, ok := strings.Cut(resp.Status, " "); ok && after != "" {
+		text = after
+	}
+	fmt.Fprintf(&b, "HTTP/1.1 %03d %s\r\n", resp.StatusCode, text)
+	if err := resp.Header.Write(&b); err != nil {
+		return err
+	}
+	if closeConn {
+		b.WriteString("Connection: close\r\n")
+	}
+	b.WriteString("\r\n")
+	_, err := io.WriteString(w, b.String())
+	return err
 }
