@@ -62,10 +62,7 @@ func (p *Proxy) serveConnect(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if dec.Inspect {
-		defer client.Close()
-		defer up.Close()
-		p.serveRequests(&session{id: conn, proto: audit.ProtoHTTP, target: t, defPort: 80, client: client,
-			clientR: newSessionReader(client, brw.Reader, p.limits.MaxHeaderBytes), up: newUpstreamConn(up)})
+		p.serveInspected(conn, client, brw.Reader, up, t)
 		return
 	}
 	pp := &pipe{client: client, upstream: up, fromClient: brw.Reader, idle: p.limits.IdleTunnelTimeout}

@@ -82,6 +82,9 @@ type Config struct {
 	// UpstreamCAs are trusted for upstream TLS in addition to the system
 	// roots; nil means the system roots alone.
 	UpstreamCAs *x509.CertPool
+	// CA signs the certificates of intercepted TLS hosts; nil means TLS to a
+	// host with http rules is refused (the client's handshake fails).
+	CA *CA
 	// Learn allows whatever the SSRF guard allows, audited as learn_mode.
 	Learn bool
 	// Limits; zero fields take DefaultLimits.

@@ -25,6 +25,8 @@ type session struct {
 	client  net.Conn
 	clientR *bufio.Reader
 	up      *upstreamConn
+	// piped is what the raw pipe moved after a switch; nil before one.
+	piped *pipeResult
 }
 
 // serveRequests is the request loop of an inspected connection: read a
@@ -71,25 +73,23 @@ var errHeadTooLarge = errors.New("request head too large")
 
 // scanHead waits until r holds a whole request head, or fails once max
 // bytes have come without one. r's buffer must be larger than max.
-func scanHead(r *bufio.Reader, max int) error {
-	from := 0
-	for want := 1; ; {
-		b, err := r.Peek(want)
-		if i := bytes.Index(b[from:], []byte("\r\n\r\n")); i >= 0 {
+func scanHead(r *bufio.Reader, limit int) error {
+	from, want := 0, max(r.Buffered(), 1)
+	for {
+		b, err := r.Peek(min(want, limit))
+		if bytes.Contains(b[from:], []byte("\r\n\r\n")) {
 			return nil
 		}
-		if len(b) >= max {
+		if len(b) >= limit {
 			return errHeadTooLarge
 		}
 		if err != nil {
 			return err
 		}
-		from = max0(len(b) - 3)
-		want = min(r.Buffered()+1, max)
+		from = max(len(b)-3, 0)
+		want = max(r.Buffered(), len(b)+1)
 	}
 }
-
-func max0(n int) int { return max(n, 0) }
 
 // pinHost refuses a request whose Host (or absolute URI) names another
 // host than the connection's target: the upstream never sees the other
@@ -158,7 +158,8 @@ func (p *Proxy) exchange(s *session, req *http.Request) bool {
 	})
 	pp := &pipe{client: s.client, upstream: s.up.conn, fromClient: s.clientR, fromUpstream: s.up.r,
 		idle: p.limits.IdleTunnelTimeout}
-	p.emitClose(s.id, s.proto, s.target, pp.run())
+	piped := pp.run()
+	s.piped = &piped
 	return false
 }
 

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -118,12 +119,16 @@ func (p *pipe) watchIdle() (stop func()) {
 	}
 }
 
-// idleFor is how long since c last received data. A conn that cannot say
-// counts as idle since forever only if it is not a socket; sockets answer
-// through TCP_INFO.
+// idleFor is how long since c's socket last received data, from TCP_INFO
+// (wrappers such as TLS are looked through). A conn that is not a socket
+// cannot say and counts as active.
 func idleFor(c net.Conn) time.Duration {
-	if a, ok := c.(interface{ idleFor() time.Duration }); ok {
-		return a.idleFor()
+	for {
+		w, ok := c.(interface{ NetConn() net.Conn })
+		if !ok {
+			break
+		}
+		c = w.NetConn()
 	}
 	sc, ok := c.(syscall.Conn)
 	if !ok {
@@ -141,4 +146,32 @@ func idleFor(c net.Conn) time.Duration {
 		return 0
 	}
 	return time.Duration(info.Last_data_recv) * time.Millisecond
+}
+
+// countingConn counts the bytes read from and written to a conn. It hides
+// the splice path, so it is used only where we parse the stream anyway.
+type countingConn struct {
+	net.Conn
+	read, written atomic.Int64
+}
+
+func (c *countingConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	c.read.Add(int64(n))
+	return n, err
+}
+
+func (c *countingConn) Write(b []byte) (int, error) {
+	n, err := c.Conn.Write(b)
+	c.written.Add(int64(n))
+	return n, err
+}
+
+func (c *countingConn) NetConn() net.Conn { return c.Conn }
+
+func (c *countingConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return c.Conn.Close()
 }

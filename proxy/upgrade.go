@@ -78,6 +78,9 @@ func (p *Proxy) serveForwardUpgrade(w http.ResponseWriter, r *http.Request) {
 	s := &session{id: conn, proto: audit.ProtoHTTP, target: t, defPort: 80, client: client,
 		clientR: brw.Reader, up: newUpstreamConn(up)}
 	p.exchange(s, out)
+	if s.piped != nil {
+		p.emitClose(conn, audit.ProtoHTTP, t, *s.piped)
+	}
 }
 
 // maxUpgradeBody bounds the body of an upgrade request, which is read

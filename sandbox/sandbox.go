@@ -86,7 +86,7 @@ func Run(cfg Config) (int, error) {
 	defer log.Close()
 	log.Emit(audit.Event{Event: audit.EventStart, Command: cfg.Command, PolicySHA256: cfg.Policy.SHA256()})
 
-	code, err := run(cfg, path, log)
+	code, err := run(cfg, path, log, id)
 	if err != nil {
 		code = netns.ExitSetupFailed
 	}
@@ -97,11 +97,22 @@ func Run(cfg Config) (int, error) {
 	return code, err
 }
 
-func run(cfg Config, path string, log *audit.Log) (int, error) {
-	px, err := proxy.New(proxy.Config{
+func run(cfg Config, path string, log *audit.Log, id string) (int, error) {
+	pcfg := proxy.Config{
 		Policy: cfg.Policy, Audit: log, Log: cfg.Log, Pins: cfg.Pins,
 		UpstreamCAs: cfg.UpstreamCAs, Learn: cfg.Learn, Limits: cfg.Limits,
-	})
+	}
+	env := proxyEnv("http://" + ProxyAddr)
+	if needsCA(cfg.Policy) && !cfg.Learn {
+		tr, err := newTrust(id)
+		if err != nil {
+			return 0, setupError("%w", err)
+		}
+		defer tr.remove()
+		pcfg.CA = tr.ca
+		env = append(env, tr.env()...)
+	}
+	px, err := proxy.New(pcfg)
 	if err != nil {
 		return 0, setupError("%w", err)
 	}
@@ -111,7 +122,7 @@ func run(cfg Config, path string, log *audit.Log) (int, error) {
 	defer signal.Stop(sigs)
 
 	sb, err := netns.Start(netns.Config{
-		Path: path, Args: cfg.Command, Env: commandEnv(os.Environ(), "http://"+ProxyAddr),
+		Path: path, Args: cfg.Command, Env: commandEnv(os.Environ(), env),
 		Stdin: cfg.Stdin, Stdout: cfg.Stdout, Stderr: cfg.Stderr,
 		Listen: []string{ProxyAddr},
 	})
@@ -183,33 +194,32 @@ func lookPath(argv []string) (string, error) {
 }
 
 // proxyVars are the variables clients read to find a proxy.
-var proxyVars = []string{"HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"}
+var proxyVars = []string{"HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"}
 
-// commandEnv is env with every proxy variable pointing at the proxy.
-func commandEnv(env []string, proxyURL string) []string {
-	out := make([]string, 0, len(env)+2*len(proxyVars))
-	for _, kv := range env {
-		name, _, _ := strings.Cut(kv, "=")
-		if isProxyVar(name) {
-			continue
-		}
-		out = append(out, kv)
-	}
+// proxyEnv points every proxy variable, upper- and lower-case, at the proxy.
+func proxyEnv(proxyURL string) []string {
+	var env []string
 	for _, v := range proxyVars {
-		val := proxyURL
-		if v == "NO_PROXY" {
-			val = "localhost,127.0.0.1,::1"
-		}
-		out = append(out, v+"="+val, strings.ToLower(v)+"="+val)
+		env = append(env, v+"="+proxyURL, strings.ToLower(v)+"="+proxyURL)
 	}
-	return out
+	const local = "localhost,127.0.0.1,::1"
+	return append(env, "NO_PROXY="+local, "no_proxy="+local)
 }
 
-func isProxyVar(name string) bool {
-	for _, v := range proxyVars {
-		if strings.EqualFold(name, v) {
-			return true
+// commandEnv is env with the variables of set replacing any of the same
+// name, in either case.
+func commandEnv(env, set []string) []string {
+	names := map[string]bool{}
+	for _, kv := range set {
+		name, _, _ := strings.Cut(kv, "=")
+		names[strings.ToUpper(name)] = true
+	}
+	out := make([]string, 0, len(env)+len(set))
+	for _, kv := range env {
+		name, _, _ := strings.Cut(kv, "=")
+		if !names[strings.ToUpper(name)] {
+			out = append(out, kv)
 		}
 	}
-	return false
+	return append(out, set...)
 }
