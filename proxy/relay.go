@@ -60,6 +60,9 @@ type relayResult struct {
 	Refused policies.Reason
 	// Err is a transport failure (upstream reset, timeout, bad response).
 	Err error
+	// BodyErr is set when the client's request body could not be read
+	// according to its framing; the upstream connection was closed.
+	BodyErr error
 }
 
 // relay sends req (already decided, hop-by-hop headers handled) on up and
@@ -67,8 +70,17 @@ type relayResult struct {
 // asked for, or "". The request body is streamed while the response is
 // read, so 100 Continue and early responses work.
 func (p *Proxy) relay(req *http.Request, up *upstreamConn, client net.Conn, upgrade string) relayResult {
+	body := &bodyReader{ReadCloser: req.Body}
+	if req.Body != nil && req.Body != http.NoBody {
+		req.Body = body
+	}
+	// The response head must come within ResponseTimeout of the request
+	// being sent; while a long upload is still going, only the idle limit
+	// applies.
+	dl := &headDeadline{conn: up.conn, timeout: p.limits.ResponseTimeout}
+	dl.arm(p.limits.IdleTunnelTimeout)
 	wrote := make(chan error, 1)
-	go writeRequest(req, up.conn, wrote)
+	go writeRequest(req, up.conn, body, dl, wrote)
 	// writeDone waits a moment for the request to be fully sent: the
 	// upstream may answer a beat before our writer reports back.
 	var sent, finished bool
@@ -88,9 +100,8 @@ func (p *Proxy) relay(req *http.Request, up *upstreamConn, client net.Conn, upgr
 	}
 	var res relayResult
 	for {
-		_ = up.conn.SetReadDeadline(time.Now().Add(p.limits.ResponseTimeout))
 		resp, err := http.ReadResponse(up.r, req)
-		_ = up.conn.SetReadDeadline(time.Time{})
+		dl.disarm()
 		if err != nil {
 			res = relayResult{Outcome: RelayOutcome{Kind: Consumed}, Err: fmt.Errorf("read response: %w", err)}
 			break
@@ -111,6 +122,7 @@ func (p *Proxy) relay(req *http.Request, up *upstreamConn, client net.Conn, upgr
 				res = relayResult{Outcome: RelayOutcome{Kind: Consumed}, Err: err}
 				break
 			}
+			dl.arm(p.limits.IdleTunnelTimeout)
 			continue
 		}
 		res = p.writeFinal(req, resp, client)
@@ -121,10 +133,11 @@ func (p *Proxy) relay(req *http.Request, up *upstreamConn, client net.Conn, upgr
 		// could not be sent: this connection's framing is lost.
 		res.Outcome = RelayOutcome{Kind: Consumed}
 		up.conn.Close()
-		client.Close()
 		if !finished {
+			client.Close()
 			<-wrote
 		}
+		res.BodyErr = body.err
 	}
 	return res
 }
@@ -133,13 +146,34 @@ func (p *Proxy) relay(req *http.Request, up *upstreamConn, client net.Conn, upgr
 // fully sent before the connection is given up as out of step.
 const writeGrace = time.Second
 
-func writeRequest(req *http.Request, w io.Writer, done chan<- error) {
-	bw := bufio.NewWriterSize(w, 4<<10)
+func writeRequest(req *http.Request, up net.Conn, body *bodyReader, dl *headDeadline, done chan<- error) {
+	bw := bufio.NewWriterSize(up, 4<<10)
 	err := req.Write(bw)
 	if err == nil {
 		err = bw.Flush()
 	}
+	if err == nil {
+		dl.sent()
+	}
+	if body.err != nil {
+		// No response can be trusted for a request we could not finish.
+		up.Close()
+	}
 	done <- err
+}
+
+// bodyReader remembers why reading the client's body failed.
+type bodyReader struct {
+	io.ReadCloser
+	err error
+}
+
+func (b *bodyReader) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err != nil && err != io.EOF {
+		b.err = err
+	}
+	return n, err
 }
 
 // switchProtocols validates a 101 before anything reaches the client
@@ -263,4 +297,45 @@ func writeHead(w io.Writer, resp *http.Response, closeConn bool) error {
 	b.WriteString("\r\n")
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// headDeadline is the read deadline for a response head, which the writer
+// tightens once the whole request is sent.
+type headDeadline struct {
+	mu      sync.Mutex
+	conn    net.Conn
+	timeout time.Duration
+	waiting bool
+	isSent  bool
+}
+
+// arm starts waiting for a head: the tight deadline if the request is
+// already sent, else the loose one.
+func (d *headDeadline) arm(loose time.Duration) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.waiting = true
+	t := loose
+	if d.isSent {
+		t = d.timeout
+	}
+	_ = d.conn.SetReadDeadline(time.Now().Add(t))
+}
+
+func (d *headDeadline) sent() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.isSent = true
+	if d.waiting {
+		_ = d.conn.SetReadDeadline(time.Now().Add(d.timeout))
+	}
+}
+
+// disarm clears the deadline once a head has arrived; bodies and upgraded
+// streams have their own limits.
+func (d *headDeadline) disarm() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.waiting = false
+	_ = d.conn.SetReadDeadline(time.Time{})
 }

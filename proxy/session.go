@@ -56,8 +56,11 @@ func (p *Proxy) readRequest(s *session) (*http.Request, bool) {
 	_ = s.client.SetReadDeadline(time.Now().Add(p.limits.HeaderTimeout))
 	defer s.client.SetReadDeadline(time.Time{})
 	if err := scanHead(s.clientR, p.limits.MaxHeaderBytes); err != nil {
-		if errors.Is(err, errHeadTooLarge) {
+		switch {
+		case errors.Is(err, errHeadTooLarge):
 			p.refuse(s, nil, policies.ReasonHeaderTooLarge)
+		case errors.Is(err, errBadFraming):
+			p.refuse(s, nil, policies.ReasonBadRequest)
 		}
 		return nil, false
 	}
@@ -69,16 +72,22 @@ func (p *Proxy) readRequest(s *session) (*http.Request, bool) {
 	return req, true
 }
 
-var errHeadTooLarge = errors.New("request head too large")
+var (
+	errHeadTooLarge = errors.New("request head too large")
+	errBadFraming   = errors.New("ambiguous request framing")
+)
 
-// scanHead waits until r holds a whole request head, or fails once max
-// bytes have come without one. r's buffer must be larger than max.
+// scanHead waits until r holds a whole request head and checks its
+// framing, or fails once limit bytes have come without one. r's buffer must
+// be larger than limit. Net/http's parser is lenient where an upstream may
+// read the bytes differently (request smuggling), so the raw head is
+// checked first.
 func scanHead(r *bufio.Reader, limit int) error {
 	from, want := 0, max(r.Buffered(), 1)
 	for {
 		b, err := r.Peek(min(want, limit))
-		if bytes.Contains(b[from:], []byte("\r\n\r\n")) {
-			return nil
+		if end := headEnd(b, from); end >= 0 {
+			return checkFraming(b[:end])
 		}
 		if len(b) >= limit {
 			return errHeadTooLarge
@@ -89,6 +98,58 @@ func scanHead(r *bufio.Reader, limit int) error {
 		from = max(len(b)-3, 0)
 		want = max(r.Buffered(), len(b)+1)
 	}
+}
+
+// headEnd is the length of the head in b (up to its blank line), or -1.
+// A blank line ended by a bare LF counts, so checkFraming can refuse it.
+func headEnd(b []byte, from int) int {
+	i := bytes.Index(b[from:], []byte("\n\n"))
+	j := bytes.Index(b[from:], []byte("\n\r\n"))
+	switch {
+	case i < 0 && j < 0:
+		return -1
+	case j < 0 || (i >= 0 && i < j):
+		return from + i + 2
+	default:
+		return from + j + 3
+	}
+}
+
+// checkFraming refuses what an upstream could frame differently from us:
+// bare LF or CR, obs-fold continuation lines, NUL, whitespace before a
+// colon, and Content-Length together with Transfer-Encoding.
+func checkFraming(head []byte) error {
+	var hasCL, hasTE bool
+	for n, line := range bytes.SplitAfter(head, []byte("\n")) {
+		if len(line) == 0 {
+			continue
+		}
+		if !bytes.HasSuffix(line, []byte("\r\n")) || bytes.IndexByte(line[:len(line)-2], '\r') >= 0 ||
+			bytes.IndexByte(line, 0) >= 0 {
+			return errBadFraming
+		}
+		line = line[:len(line)-2]
+		if n == 0 || len(line) == 0 {
+			continue
+		}
+		if line[0] == ' ' || line[0] == '\t' {
+			return errBadFraming // obs-fold
+		}
+		name, _, ok := bytes.Cut(line, []byte(":"))
+		if !ok || len(name) == 0 || bytes.ContainsAny(name, " \t") {
+			return errBadFraming
+		}
+		switch {
+		case bytes.EqualFold(name, []byte("Content-Length")):
+			hasCL = true
+		case bytes.EqualFold(name, []byte("Transfer-Encoding")):
+			hasTE = true
+		}
+	}
+	if hasCL && hasTE {
+		return errBadFraming
+	}
+	return nil
 }
 
 // pinHost refuses a request whose Host (or absolute URI) names another
@@ -135,6 +196,10 @@ func (p *Proxy) exchange(s *session, req *http.Request) bool {
 	prepareOutgoing(req, s, upg)
 	res := p.relay(req, s.up, s.client, upg)
 	switch {
+	case res.BodyErr != nil && res.Status == 0:
+		// The client's body broke its own framing (a bad chunk size, say).
+		p.refuse(s, req, policies.ReasonBadRequest)
+		return false
 	case res.Refused != "":
 		p.emitExchange(s, req.Method, path, upg, denyDecision(res.Refused), audit.DecisionDeny, 0)
 		return false
