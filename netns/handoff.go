@@ -15,9 +15,10 @@ import (
 
 // initSpec is what the parent tells init on its command line.
 type initSpec struct {
-	Path   string   `json:"path"`
-	Listen []string `json:"listen"`
-	Root   bool     `json:"root"`
+	Path    string     `json:"path"`
+	Listen  []Endpoint `json:"listen"`
+	Capture *Capture   `json:"capture,omitempty"`
+	Root    bool       `json:"root"`
 }
 
 func encodeInitSpec(s initSpec) (string, error) {
@@ -31,7 +32,8 @@ func encodeInitSpec(s initSpec) (string, error) {
 // handoffMsg rides along with the SCM_RIGHTS message: either the listeners
 // are attached, or Error says why init could not open them.
 type handoffMsg struct {
-	Error string `json:"error,omitempty"`
+	Error    string   `json:"error,omitempty"`
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 // goAhead is the byte the parent sends once it serves the listeners.
@@ -54,8 +56,8 @@ func awaitGoAhead() error {
 const handoffFD = 3
 
 // sendListeners is init's half of the hand-off.
-func sendListeners(files []*os.File, initErr error) error {
-	msg := handoffMsg{}
+func sendListeners(files []*os.File, warnings []string, initErr error) error {
+	msg := handoffMsg{Warnings: warnings}
 	if initErr != nil {
 		msg.Error = initErr.Error()
 	}
@@ -71,56 +73,63 @@ func sendListeners(files []*os.File, initErr error) error {
 	return unix.Sendmsg(handoffFD, payload, oob, nil, 0)
 }
 
-// receiveListeners is the parent's half: one message carrying want fds.
-func receiveListeners(conn *os.File, want int, timeout time.Duration) ([]net.Listener, error) {
+// receiveSockets is the parent's half: one message carrying a fd for each
+// endpoint, turned into sb's listeners and packet conns.
+func receiveSockets(conn *os.File, eps []Endpoint, timeout time.Duration, sb *Sandbox) error {
 	fd := int(conn.Fd())
 	tv := unix.NsecToTimeval(timeout.Nanoseconds())
 	if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
-		return nil, fmt.Errorf("handoff timeout: %w", err)
+		return fmt.Errorf("handoff timeout: %w", err)
 	}
 	buf := make([]byte, 4096)
-	oob := make([]byte, unix.CmsgSpace(4*want))
+	oob := make([]byte, unix.CmsgSpace(4*len(eps)))
 	n, oobn, _, _, err := unix.Recvmsg(fd, buf, oob, unix.MSG_CMSG_CLOEXEC)
 	if err != nil {
 		if errors.Is(err, unix.EAGAIN) {
-			return nil, fmt.Errorf("namespace did not hand over its listeners within %s", timeout)
+			return fmt.Errorf("namespace did not hand over its sockets within %s", timeout)
 		}
-		return nil, fmt.Errorf("receive listeners: %w", err)
+		return fmt.Errorf("receive sockets: %w", err)
 	}
 	if n == 0 && oobn == 0 {
-		return nil, errors.New("namespace setup failed before handing over its listeners (see the error above)")
+		return errors.New("namespace setup failed before handing over its sockets (see the error above)")
 	}
 	var msg handoffMsg
 	if err := json.Unmarshal(buf[:n], &msg); err != nil {
-		return nil, fmt.Errorf("decode handoff: %w", err)
+		return fmt.Errorf("decode handoff: %w", err)
 	}
 	fds, err := parseRights(oob[:oobn])
 	if err != nil {
-		return nil, err
+		return err
 	}
-	if msg.Error != "" {
+	if msg.Error != "" || len(fds) != len(eps) {
 		closeFDs(fds)
-		return nil, errors.New(msg.Error)
+		if msg.Error != "" {
+			return errors.New(msg.Error)
+		}
+		return fmt.Errorf("handoff: got %d sockets, want %d", len(fds), len(eps))
 	}
-	if len(fds) != want {
-		closeFDs(fds)
-		return nil, fmt.Errorf("handoff: got %d listeners, want %d", len(fds), want)
-	}
-	lns := make([]net.Listener, 0, want)
-	for i, lfd := range fds {
-		f := os.NewFile(uintptr(lfd), fmt.Sprintf("listener-%d", i))
-		ln, err := net.FileListener(f)
+	sb.Warnings = msg.Warnings
+	for i, sfd := range fds {
+		f := os.NewFile(uintptr(sfd), eps[i].Network+":"+eps[i].Addr)
+		var err error
+		if eps[i].Network == "udp" {
+			var pc net.PacketConn
+			if pc, err = net.FilePacketConn(f); err == nil {
+				sb.PacketConns = append(sb.PacketConns, pc)
+			}
+		} else {
+			var ln net.Listener
+			if ln, err = net.FileListener(f); err == nil {
+				sb.Listeners = append(sb.Listeners, ln)
+			}
+		}
 		f.Close()
 		if err != nil {
-			for _, l := range lns {
-				l.Close()
-			}
 			closeFDs(fds[i+1:])
-			return nil, fmt.Errorf("listener %d: %w", i, err)
+			return fmt.Errorf("socket %s: %w", f.Name(), err)
 		}
-		lns = append(lns, ln)
 	}
-	return lns, nil
+	return nil
 }
 
 func parseRights(oob []byte) ([]int, error) {

@@ -47,8 +47,8 @@ func runInit(argv []string) (int, error) {
 	if err := json.Unmarshal([]byte(argv[2]), &spec); err != nil {
 		return ExitSetupFailed, fmt.Errorf("init: decode spec: %w", err)
 	}
-	files, err := setupNetwork(spec)
-	if sendErr := sendListeners(files, err); sendErr != nil && err == nil {
+	files, warnings, err := setupNetwork(spec)
+	if sendErr := sendListeners(files, warnings, err); sendErr != nil && err == nil {
 		err = fmt.Errorf("hand over listeners: %w", sendErr)
 	}
 	for _, f := range files {
@@ -73,27 +73,46 @@ func runInit(argv []string) (int, error) {
 	}
 }
 
-// setupNetwork brings lo up and opens the listeners, returning their files.
-func setupNetwork(spec initSpec) ([]*os.File, error) {
+// setupNetwork brings lo up, opens the sockets and, if asked, installs
+// capture. A capture the kernel refuses is a warning, not a failure.
+func setupNetwork(spec initSpec) ([]*os.File, []string, error) {
 	if err := linkUp("lo"); err != nil {
-		return nil, fmt.Errorf("bring lo up: %w", err)
+		return nil, nil, fmt.Errorf("bring lo up: %w", err)
 	}
 	files := make([]*os.File, 0, len(spec.Listen))
-	for _, addr := range spec.Listen {
-		ln, err := net.Listen("tcp", addr)
+	for _, ep := range spec.Listen {
+		f, err := openSocket(ep)
 		if err != nil {
 			closeFiles(files)
-			return nil, fmt.Errorf("listen %s: %w", addr, err)
-		}
-		f, err := ln.(*net.TCPListener).File()
-		ln.Close()
-		if err != nil {
-			closeFiles(files)
-			return nil, fmt.Errorf("listener file %s: %w", addr, err)
+			return nil, nil, err
 		}
 		files = append(files, f)
 	}
-	return files, nil
+	var warnings []string
+	if spec.Capture != nil {
+		if err := setupCapture(*spec.Capture); err != nil {
+			warnings = append(warnings, fmt.Sprintf(
+				"transparent capture is off (%v): programs that ignore HTTP_PROXY cannot connect at all; see osandbox doctor", err))
+		}
+	}
+	return files, warnings, nil
+}
+
+func openSocket(ep Endpoint) (*os.File, error) {
+	if ep.Network == "udp" {
+		pc, err := net.ListenPacket("udp", ep.Addr)
+		if err != nil {
+			return nil, fmt.Errorf("listen udp %s: %w", ep.Addr, err)
+		}
+		defer pc.Close()
+		return pc.(*net.UDPConn).File()
+	}
+	ln, err := net.Listen("tcp", ep.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen tcp %s: %w", ep.Addr, err)
+	}
+	defer ln.Close()
+	return ln.(*net.TCPListener).File()
 }
 
 func closeFiles(files []*os.File) {

@@ -36,17 +36,32 @@ type Config struct {
 	Dir string
 	// Stdin, Stdout and Stderr are passed through as they are; nil means /dev/null.
 	Stdin, Stdout, Stderr *os.File
-	// Listen lists TCP addresses to listen on inside the namespace, in order.
-	Listen []string
+	// Listen lists the sockets to open inside the namespace, in order.
+	Listen []Endpoint
+	// Capture, if non-nil, forces traffic that ignores the proxy variables
+	// to two of the Listen sockets (see Capture). If the kernel cannot do
+	// it, the run goes on without and Sandbox.Warnings says so.
+	Capture *Capture
 	// HandoffTimeout bounds the wait for the listeners; 0 means 10 s.
 	HandoffTimeout time.Duration
 }
 
 // Sandbox is a started command and the listeners opened in its namespace.
+// Endpoint is a socket to open inside the namespace.
+type Endpoint struct {
+	Network string `json:"network"` // "tcp" or "udp"
+	Addr    string `json:"addr"`
+}
+
 type Sandbox struct {
-	// Listeners are in Config.Listen order. They belong to the caller, who
-	// must close them: an open listener keeps the namespace alive.
-	Listeners []net.Listener
+	// Listeners are the "tcp" endpoints and PacketConns the "udp" ones, each
+	// in Config.Listen order. They belong to the caller, who must close
+	// them: an open socket keeps the namespace alive.
+	Listeners   []net.Listener
+	PacketConns []net.PacketConn
+	// Warnings are things init could not set up that the run can do without
+	// (transparent capture where nf_tables is missing).
+	Warnings []string
 	// Rootless is true when a user namespace was created.
 	Rootless bool
 
@@ -61,7 +76,7 @@ func Start(cfg Config) (*Sandbox, error) {
 	if err != nil {
 		return nil, fmt.Errorf("find own executable: %w", err)
 	}
-	spec, err := encodeInitSpec(initSpec{Path: cfg.Path, Listen: cfg.Listen, Root: os.Geteuid() == 0})
+	spec, err := encodeInitSpec(initSpec{Path: cfg.Path, Listen: cfg.Listen, Capture: cfg.Capture, Root: os.Geteuid() == 0})
 	if err != nil {
 		return nil, err
 	}
@@ -96,19 +111,18 @@ func Start(cfg Config) (*Sandbox, error) {
 	if timeout == 0 {
 		timeout = 10 * time.Second
 	}
-	lns, err := receiveListeners(parentEnd, len(cfg.Listen), timeout)
+	sb := &Sandbox{Rootless: rootless, cmd: cmd}
+	err = receiveSockets(parentEnd, cfg.Listen, timeout, sb)
 	if err == nil {
 		err = allowExec(parentEnd)
 	}
 	if err != nil {
-		for _, ln := range lns {
-			ln.Close()
-		}
+		sb.closeSockets()
 		_ = cmd.Process.Kill()
 		_ = cmd.Wait()
 		return nil, err
 	}
-	return &Sandbox{Listeners: lns, Rootless: rootless, cmd: cmd}, nil
+	return sb, nil
 }
 
 // procAttr builds the clone flags: user+net namespaces for an ordinary user,
@@ -157,6 +171,15 @@ func allowExec(conn *os.File) error {
 func isTerminal(f *os.File) bool {
 	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
 	return err == nil
+}
+
+func (s *Sandbox) closeSockets() {
+	for _, ln := range s.Listeners {
+		ln.Close()
+	}
+	for _, pc := range s.PacketConns {
+		pc.Close()
+	}
 }
 
 // Pid is the command's process id (in the caller's pid namespace).

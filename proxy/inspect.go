@@ -18,7 +18,9 @@ const tlsHandshakeRecord = 0x16
 // target has http rules. A tunnel that starts with a TLS handshake is
 // intercepted with a leaf signed by the run's CA; otherwise the requests
 // are plain HTTP. Either way every request is decided on its own.
-func (p *Proxy) serveInspected(id uint64, client net.Conn, buffered *bufio.Reader, up net.Conn, t target) {
+// pin says whether requests must name t (false only for a captured
+// connection to an address no name was handed out for).
+func (p *Proxy) serveInspected(id uint64, client net.Conn, buffered *bufio.Reader, up net.Conn, t target, pin bool) {
 	start := time.Now()
 	counted := &countingConn{Conn: client}
 	defer func() {
@@ -33,7 +35,8 @@ func (p *Proxy) serveInspected(id uint64, client net.Conn, buffered *bufio.Reade
 	if err != nil {
 		return
 	}
-	s := &session{id: id, proto: audit.ProtoHTTP, target: t, defPort: 80, client: counted, clientR: br, up: newUpstreamConn(up)}
+	s := &session{id: id, proto: audit.ProtoHTTP, target: t, defPort: 80, pin: pin,
+		client: counted, clientR: br, up: newUpstreamConn(up)}
 	if first[0] != tlsHandshakeRecord {
 		p.serveRequests(s)
 		return

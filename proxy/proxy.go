@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/elazarl/goproxy"
+	"github.com/miekg/dns"
 	"github.com/sirupsen/logrus"
 
 	"github.com/osandbox/osandbox/audit"
@@ -107,6 +108,12 @@ type Proxy struct {
 	// Close closes them, and wg waits for their goroutines.
 	hijacked map[net.Conn]struct{}
 	wg       sync.WaitGroup
+	// listeners and dnsServers are served outside net/http; Close stops them.
+	listeners  []net.Listener
+	dnsServers []*dns.Server
+
+	// names maps the DNS stub's synthetic addresses back to names.
+	names *nameMap
 }
 
 // New builds a proxy; it does not listen.
@@ -120,7 +127,7 @@ func New(cfg Config) (*Proxy, error) {
 		l.SetLevel(logrus.PanicLevel)
 		log = logrus.NewEntry(l)
 	}
-	p := &Proxy{cfg: cfg, limits: cfg.Limits.withDefaults(), log: log, hijacked: map[net.Conn]struct{}{}}
+	p := &Proxy{cfg: cfg, limits: cfg.Limits.withDefaults(), log: log, hijacked: map[net.Conn]struct{}{}, names: newNameMap()}
 	p.dialer = newDialer(cfg.Policy, cfg.Pins, cfg.Resolver, p.limits.DialTimeout)
 	roots := cfg.UpstreamCAs
 	if roots == nil {
@@ -179,6 +186,12 @@ func (p *Proxy) Serve(ln net.Listener) error {
 func (p *Proxy) Close() error {
 	p.mu.Lock()
 	p.closed = true
+	for _, ln := range p.listeners {
+		ln.Close()
+	}
+	for _, srv := range p.dnsServers {
+		_ = srv.Shutdown()
+	}
 	for c := range p.hijacked {
 		c.Close()
 	}
@@ -187,6 +200,25 @@ func (p *Proxy) Close() error {
 	p.wg.Wait()
 	p.tr.CloseIdleConnections()
 	return err
+}
+
+func (p *Proxy) isClosed() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.closed
+}
+
+// addListener registers a listener served outside net/http; false when
+// the proxy is closing (the listener is then closed).
+func (p *Proxy) addListener(ln net.Listener) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		ln.Close()
+		return false
+	}
+	p.listeners = append(p.listeners, ln)
+	return true
 }
 
 // track registers conns that net/http no longer owns. It returns false when

@@ -22,6 +22,8 @@ type session struct {
 	proto   string // audit proto of the requests: http or https
 	target  target
 	defPort int // the scheme's default port, for Host headers
+	// pin refuses requests whose Host names another host than target.
+	pin     bool
 	client  net.Conn
 	clientR *bufio.Reader
 	up      *upstreamConn
@@ -156,6 +158,9 @@ func checkFraming(head []byte) error {
 // host than the connection's target: the upstream never sees the other
 // name.
 func (p *Proxy) pinHost(s *session, req *http.Request) bool {
+	if !s.pin {
+		return true
+	}
 	authority := req.Host
 	if req.URL.IsAbs() {
 		authority = req.URL.Host

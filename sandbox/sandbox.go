@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -25,8 +26,22 @@ import (
 	"github.com/osandbox/osandbox/proxy"
 )
 
-// ProxyAddr is where the command finds the proxy, inside its namespace.
-const ProxyAddr = "127.0.0.1:3128"
+// Where things listen inside the command's namespace.
+const (
+	// ProxyAddr is where the command finds the proxy.
+	ProxyAddr = "127.0.0.1:3128"
+	// capturePort takes the TCP connections nftables redirects, and
+	// dnsPort the redirected DNS queries.
+	capturePort = 3129
+	dnsPort     = 3153
+)
+
+// endpoints are the sockets init opens, in the order run serves them.
+var endpoints = []netns.Endpoint{
+	{Network: "tcp", Addr: ProxyAddr},
+	{Network: "tcp", Addr: fmt.Sprintf("127.0.0.1:%d", capturePort)},
+	{Network: "udp", Addr: fmt.Sprintf("127.0.0.1:%d", dnsPort)},
+}
 
 // Config is one run, built once by main.
 type Config struct {
@@ -124,25 +139,35 @@ func run(cfg Config, path string, log *audit.Log, id string) (int, error) {
 	sb, err := netns.Start(netns.Config{
 		Path: path, Args: cfg.Command, Env: commandEnv(os.Environ(), env),
 		Stdin: cfg.Stdin, Stdout: cfg.Stdout, Stderr: cfg.Stderr,
-		Listen: []string{ProxyAddr},
+		Listen:  endpoints,
+		Capture: &netns.Capture{TCPPort: capturePort, DNSPort: dnsPort},
 	})
 	if err != nil {
 		return 0, setupError("start sandbox: %w", err)
 	}
-	served := make(chan struct{})
-	go func() {
-		defer close(served)
-		if err := px.Serve(sb.Listeners[0]); err != nil {
-			cfg.Log.WithError(err).Error("proxy stopped")
-		}
-	}()
+	for _, w := range sb.Warnings {
+		cfg.Log.Warn(w)
+	}
+	var served sync.WaitGroup
+	serve := func(role string, f func() error) {
+		served.Add(1)
+		go func() {
+			defer served.Done()
+			if err := f(); err != nil {
+				cfg.Log.WithError(err).Errorf("%s stopped", role)
+			}
+		}()
+	}
+	serve("proxy", func() error { return px.Serve(sb.Listeners[0]) })
+	serve("capture", func() error { return px.ServeCapture(sb.Listeners[1]) })
+	serve("dns", func() error { return px.ServeDNS(sb.PacketConns[0]) })
 	done := make(chan struct{})
 	go forwardSignals(sigs, sb, done)
 	code, err := sb.Wait()
 	close(done)
 	start := time.Now()
 	px.Close()
-	<-served
+	served.Wait()
 	cfg.Log.Debugf("proxy closed in %s", time.Since(start))
 	return code, err
 }
