@@ -90,7 +90,8 @@ func normalizePath(raw string) string {
 }
 
 // decodeUnreserved decodes %XX escapes of unreserved characters (RFC 3986
-// 2.3) and upper-cases the hex of the others, so equal paths compare equal.
+// 2.3), upper-cases the hex of the others and escapes a stray '%', so equal
+// paths compare equal and normalising twice changes nothing.
 func decodeUnreserved(s string) string {
 	if !strings.Contains(s, "%") {
 		return s
@@ -106,6 +107,13 @@ func decodeUnreserved(s string) string {
 				b.WriteString(strings.ToUpper(s[i+1 : i+3]))
 			}
 			i += 2
+			continue
+		}
+		if s[i] == '%' {
+			// A stray '%' is data: escape it, so that no decoded byte can
+			// form a new escape with what follows ("%%61" must not become
+			// "%a" and then something else on a second pass).
+			b.WriteString("%25")
 			continue
 		}
 		b.WriteByte(s[i])

@@ -69,7 +69,8 @@ type relayResult struct {
 // forwards the response to client. upgrade is the protocol the client
 // asked for, or "". The request body is streamed while the response is
 // read, so 100 Continue and early responses work.
-func (p *Proxy) relay(req *http.Request, up *upstreamConn, client net.Conn, upgrade string) relayResult {
+// last forces the connection to close after the response.
+func (p *Proxy) relay(req *http.Request, up *upstreamConn, client net.Conn, upgrade string, last bool) relayResult {
 	body := &bodyReader{ReadCloser: req.Body}
 	if req.Body != nil && req.Body != http.NoBody {
 		req.Body = body
@@ -125,7 +126,7 @@ func (p *Proxy) relay(req *http.Request, up *upstreamConn, client net.Conn, upgr
 			dl.arm(p.limits.IdleTunnelTimeout)
 			continue
 		}
-		res = p.writeFinal(req, resp, client)
+		res = p.writeFinal(req, resp, client, last)
 		break
 	}
 	if done, werr := writeDone(); !done || werr != nil {
@@ -201,9 +202,9 @@ func (p *Proxy) switchProtocols(resp *http.Response, up *upstreamConn, client ne
 
 // writeFinal writes a final response with framing the client can
 // trust, and says whether the connection may carry another request.
-func (p *Proxy) writeFinal(req *http.Request, resp *http.Response, client net.Conn) relayResult {
+func (p *Proxy) writeFinal(req *http.Request, resp *http.Response, client net.Conn, last bool) relayResult {
 	defer resp.Body.Close()
-	closeAfter := resp.Close || req.Close
+	closeAfter := resp.Close || req.Close || last
 	chunked := len(resp.TransferEncoding) > 0 && resp.TransferEncoding[0] == "chunked"
 	bodyless := req.Method == http.MethodHead || resp.StatusCode == http.StatusNoContent ||
 		resp.StatusCode == http.StatusNotModified

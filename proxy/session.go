@@ -15,15 +15,19 @@ import (
 )
 
 // session is a client connection whose requests all go to one target over
-// one upstream connection: an inspected CONNECT tunnel (later also TLS and
-// captured connections), or a forward-proxy upgrade.
+// one upstream connection: an inspected CONNECT tunnel (plain or TLS), a
+// captured connection, or a forward-proxy upgrade.
 type session struct {
 	id      uint64
 	proto   string // audit proto of the requests: http or https
 	target  target
 	defPort int // the scheme's default port, for Host headers
 	// pin refuses requests whose Host names another host than target.
-	pin     bool
+	pin bool
+	// last: the connection closes after this exchange whatever the
+	// response says, so the client must be told (a declined forward
+	// upgrade: the connection was taken from net/http).
+	last    bool
 	client  net.Conn
 	clientR *bufio.Reader
 	up      *upstreamConn
@@ -60,15 +64,15 @@ func (p *Proxy) readRequest(s *session) (*http.Request, bool) {
 	if err := scanHead(s.clientR, p.limits.MaxHeaderBytes); err != nil {
 		switch {
 		case errors.Is(err, errHeadTooLarge):
-			p.refuse(s, nil, policies.ReasonHeaderTooLarge)
+			p.refuse(s, nil, denyDecision(policies.ReasonHeaderTooLarge))
 		case errors.Is(err, errBadFraming):
-			p.refuse(s, nil, policies.ReasonBadRequest)
+			p.refuse(s, nil, denyDecision(policies.ReasonBadRequest))
 		}
 		return nil, false
 	}
 	req, err := http.ReadRequest(s.clientR)
 	if err != nil {
-		p.refuse(s, nil, policies.ReasonBadRequest)
+		p.refuse(s, nil, denyDecision(policies.ReasonBadRequest))
 		return nil, false
 	}
 	return req, true
@@ -172,19 +176,19 @@ func (p *Proxy) pinHost(s *session, req *http.Request) bool {
 	if err == nil && t == s.target {
 		return true
 	}
-	p.refuse(s, req, policies.ReasonHostMismatch)
+	p.refuse(s, req, denyDecision(policies.ReasonHostMismatch))
 	return false
 }
 
-// refuse answers req (nil for an unreadable head) with a denial, audits
-// it, and tells the client the connection closes.
-func (p *Proxy) refuse(s *session, req *http.Request, reason policies.Reason) {
+// refuse answers req (nil for an unreadable head) with the denial dec,
+// audits it with its rule, and tells the client the connection closes.
+func (p *Proxy) refuse(s *session, req *http.Request, dec policies.Decision) {
 	method, path, upg := "", "", ""
 	if req != nil {
 		method, path, upg = req.Method, requestPath(req.URL), upgradeType(req.Header)
 	}
-	d := newDenial(reason, method, s.target.Host, s.target.Port, path)
-	p.emitExchange(s, method, path, upg, denyDecision(reason), audit.DecisionDeny, d.Status)
+	d := newDenial(dec.Reason, method, s.target.Host, s.target.Port, path)
+	p.emitExchange(s, method, path, upg, dec, audit.DecisionDeny, d.Status)
 	_ = d.write(s.client)
 }
 
@@ -195,15 +199,15 @@ func (p *Proxy) exchange(s *session, req *http.Request) bool {
 	upg := upgradeType(req.Header)
 	dec := p.decide(policies.Request{Host: s.target.Host, Port: s.target.Port, Method: req.Method, Path: path, Upgrade: upg})
 	if dec.Action != policies.Allow {
-		p.refuse(s, req, dec.Reason)
+		p.refuse(s, req, dec)
 		return false
 	}
 	prepareOutgoing(req, s, upg)
-	res := p.relay(req, s.up, s.client, upg)
+	res := p.relay(req, s.up, s.client, upg, s.last)
 	switch {
 	case res.BodyErr != nil && res.Status == 0:
 		// The client's body broke its own framing (a bad chunk size, say).
-		p.refuse(s, req, policies.ReasonBadRequest)
+		p.refuse(s, req, denyDecision(policies.ReasonBadRequest))
 		return false
 	case res.Refused != "":
 		p.emitExchange(s, req.Method, path, upg, denyDecision(res.Refused), audit.DecisionDeny, 0)

@@ -75,7 +75,7 @@ func (p *Proxy) serveForwardUpgrade(w http.ResponseWriter, r *http.Request) {
 	defer client.Close()
 	defer up.Close()
 	_ = client.SetDeadline(time.Time{})
-	s := &session{id: conn, proto: audit.ProtoHTTP, target: t, defPort: 80, pin: true, client: client,
+	s := &session{id: conn, proto: audit.ProtoHTTP, target: t, defPort: 80, pin: true, last: true, client: client,
 		clientR: brw.Reader, up: newUpstreamConn(up)}
 	p.exchange(s, out)
 	if s.piped != nil {

@@ -1,0 +1,157 @@
+package proxy
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/tls"
+	"io"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+
+	"github.com/osandbox/osandbox/audit"
+	"github.com/osandbox/osandbox/policies"
+)
+
+// FuzzScanHead feeds arbitrary bytes to the request-head reader: it must
+// never panic, never accept a head over the limit, and never accept framing
+// that checkFraming refuses.
+func FuzzScanHead(f *testing.F) {
+	for _, s := range []string{
+		"GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+		"GET / HTTP/1.1\nHost: a\n\n",
+		"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+		"GET / HTTP/1.1\r\nX: a\r\n b\r\n\r\n",
+		"GET / HTTP/1.1\r\nHost : a\r\n\r\n",
+		"GET / HTTP/1.1\r\nHost: a\x00\r\n\r\n",
+		"\r\n\r\n",
+		"",
+	} {
+		f.Add([]byte(s))
+	}
+	const limit = 1 << 10
+	f.Fuzz(func(t *testing.T, b []byte) {
+		r := bufio.NewReaderSize(bytes.NewReader(b), limit+64)
+		err := scanHead(r, limit)
+		if err != nil {
+			return
+		}
+		head, _ := r.Peek(r.Buffered())
+		end := headEnd(head, 0)
+		if end < 0 || end > limit {
+			t.Fatalf("accepted a head of %d bytes (limit %d)", end, limit)
+		}
+		if bytes.Contains(head[:end], []byte("\n\n")) || bytes.Contains(head[:end], []byte("\n ")) {
+			t.Fatalf("accepted ambiguous framing %q", head[:end])
+		}
+	})
+}
+
+// FuzzNormalizePath: normalisation is idempotent, always absolute, and
+// never leaves a dot segment or an empty segment behind.
+func FuzzNormalizePath(f *testing.F) {
+	for _, s := range []string{"/", "/a/../b", "/%2e%2e/x", "//a//b/", "/a%2Fb", "/%61%7e", "a/b", "/..", "/%zz"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, raw string) {
+		p := normalizePath(raw)
+		if !strings.HasPrefix(p, "/") {
+			t.Fatalf("normalizePath(%q) = %q: not absolute", raw, p)
+		}
+		if q := normalizePath(p); q != p {
+			t.Fatalf("not idempotent: %q -> %q -> %q", raw, p, q)
+		}
+		for _, seg := range strings.Split(strings.Trim(p, "/"), "/") {
+			if seg == "." || seg == ".." {
+				t.Fatalf("normalizePath(%q) = %q keeps a dot segment", raw, p)
+			}
+		}
+		if strings.Contains(p, "//") {
+			t.Fatalf("normalizePath(%q) = %q keeps //", raw, p)
+		}
+	})
+}
+
+// FuzzClientHelloSNI: sniffing arbitrary bytes never panics and never
+// consumes anything.
+func FuzzClientHelloSNI(f *testing.F) {
+	f.Add(clientHello(f, "example.com"))
+	f.Add(clientHello(f, ""))
+	f.Add([]byte{0x16, 0x03, 0x01, 0x00, 0x05, 1, 2, 3, 4, 5})
+	f.Add([]byte{0x16})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		r := bufio.NewReaderSize(bytes.NewReader(b), 1<<17)
+		_ = clientHelloSNI(r)
+		if all, _ := io.ReadAll(r); !bytes.Equal(all, b) {
+			t.Fatal("sniffing consumed bytes")
+		}
+	})
+}
+
+// clientHello records the first flight of a real TLS client.
+func clientHello(tb testing.TB, sni string) []byte {
+	tb.Helper()
+	c, s := net.Pipe()
+	defer s.Close()
+	go func() {
+		cfg := &tls.Config{ServerName: sni, InsecureSkipVerify: sni == ""}
+		_ = tls.Client(c, cfg).Handshake()
+		c.Close()
+	}()
+	var buf bytes.Buffer
+	_ = s.SetReadDeadline(time.Now().Add(2 * time.Second))
+	b := make([]byte, 4096)
+	n, _ := s.Read(b)
+	buf.Write(b[:n])
+	return buf.Bytes()
+}
+
+func TestClientHelloSNI(t *testing.T) {
+	for _, name := range []string{"example.com", "a.b.test"} {
+		hello := clientHello(t, name)
+		r := bufio.NewReader(bytes.NewReader(hello))
+		if got := clientHelloSNI(r); got != name {
+			t.Errorf("SNI = %q, want %q", got, name)
+		}
+		if r.Buffered() != len(hello) {
+			t.Errorf("sniffing consumed bytes: %d buffered of %d", r.Buffered(), len(hello))
+		}
+	}
+}
+
+// FuzzDNSAnswer: any DNS message gets a reply (or none) without a panic,
+// and only names the policy could allow ever get an address.
+func FuzzDNSAnswer(f *testing.F) {
+	for _, q := range []struct {
+		name  string
+		qtype uint16
+	}{{"allowed.test.", dns.TypeA}, {"denied.test.", dns.TypeA}, {"allowed.test.", dns.TypeAAAA}, {"allowed.test.", dns.TypeMX}} {
+		m := new(dns.Msg)
+		m.SetQuestion(q.name, q.qtype)
+		b, _ := m.Pack()
+		f.Add(b)
+	}
+	pol, err := policies.Parse([]byte("version: 1\nallow:\n  - name: a\n    hosts: [allowed.test]\n"), "f.yaml")
+	if err != nil {
+		f.Fatal(err)
+	}
+	p := &Proxy{cfg: Config{Policy: pol, Audit: audit.New(&bytes.Buffer{}, audit.Options{})}, names: newNameMap()}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		q := new(dns.Msg)
+		if q.Unpack(b) != nil {
+			return
+		}
+		resp := p.dnsAnswer(q)
+		for _, rr := range resp.Answer {
+			if !strings.EqualFold(rr.Header().Name, "allowed.test.") {
+				t.Fatalf("answered %v for a name no rule allows", rr)
+			}
+		}
+		if _, err := resp.Pack(); err != nil {
+			t.Fatalf("reply does not pack: %v", err)
+		}
+	})
+}
