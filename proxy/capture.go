@@ -88,14 +88,14 @@ func (p *Proxy) serveCaptured(c net.Conn) {
 		dec = denyDecision(reasonNotHTTP)
 	}
 	if dec.Action != policies.Allow {
-		p.refuseCaptured(id, c, sn, t, dec)
+		p.refuseCaptured(id, c, br, sn, t, dec)
 		return
 	}
 	up, err := p.dialer.dial(context.Background(), dec, t.Host, t.Port)
 	if err != nil {
 		var deny *DenyError
 		if errors.As(err, &deny) {
-			p.refuseCaptured(id, c, sn, t, denyDecision(deny.Reason))
+			p.refuseCaptured(id, c, br, sn, t, denyDecision(deny.Reason))
 			return
 		}
 		p.log.WithError(err).Debugf("captured %s", t)
@@ -113,7 +113,7 @@ func (p *Proxy) serveCaptured(c net.Conn) {
 	if dec.Inspect {
 		// An address without a name cannot be pinned to one: the Host header
 		// it carries is the only name there is.
-		p.serveInspected(id, c, br, up, t, mapped)
+		p.serveInspected(id, c, br, up, t, mapped, sn.kind)
 		return
 	}
 	pp := &pipe{client: c, upstream: up, fromClient: br, idle: p.limits.IdleTunnelTimeout}
@@ -122,12 +122,25 @@ func (p *Proxy) serveCaptured(c net.Conn) {
 
 // refuseCaptured closes a denied captured connection; plain HTTP gets the
 // 403 JSON first, as a proxied request would.
-func (p *Proxy) refuseCaptured(id uint64, c net.Conn, sn sniffed, t target, dec policies.Decision) {
+func (p *Proxy) refuseCaptured(id uint64, c net.Conn, br *bufio.Reader, sn sniffed, t target, dec policies.Decision) {
 	p.emitCaptured(id, sn.kind, t, dec, "")
 	if sn.kind == audit.ProtoHTTP {
-		_ = newDenial(dec.Reason, "", t.Host, t.Port, "").write(c)
+		method, path := requestLine(br)
+		_ = newDenial(dec.Reason, method, t.Host, t.Port, path).write(c)
 	}
 	c.Close()
+}
+
+// requestLine is the method and normalised path of the request line in
+// br, as far as it has arrived, without consuming it.
+func requestLine(br *bufio.Reader) (method, path string) {
+	b, _ := br.Peek(br.Buffered())
+	line, _, _ := bytes.Cut(b, []byte("\r\n"))
+	f := strings.Fields(string(line))
+	if len(f) < 2 {
+		return "", ""
+	}
+	return f[0], normalizePath(f[1])
 }
 
 func (p *Proxy) emitCaptured(id uint64, proto string, t target, dec policies.Decision, dst string) {

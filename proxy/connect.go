@@ -62,7 +62,7 @@ func (p *Proxy) serveConnect(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if dec.Inspect {
-		p.serveInspected(conn, client, brw.Reader, up, t, true)
+		p.serveInspected(conn, client, brw.Reader, up, t, true, audit.ProtoConnect)
 		return
 	}
 	pp := &pipe{client: client, upstream: up, fromClient: brw.Reader, idle: p.limits.IdleTunnelTimeout}

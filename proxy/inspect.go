@@ -19,14 +19,17 @@ const tlsHandshakeRecord = 0x16
 // intercepted with a leaf signed by the run's CA; otherwise the requests
 // are plain HTTP. Either way every request is decided on its own.
 // pin says whether requests must name t (false only for a captured
-// connection to an address no name was handed out for).
-func (p *Proxy) serveInspected(id uint64, client net.Conn, buffered *bufio.Reader, up net.Conn, t target, pin bool) {
+// connection to an address no name was handed out for); proto is the
+// audit proto of the closing event (connect, or the captured protocol).
+func (p *Proxy) serveInspected(id uint64, client net.Conn, buffered *bufio.Reader, up net.Conn, t target, pin bool, proto string) {
 	start := time.Now()
 	counted := &countingConn{Conn: client}
+	// What was read before we took the conn counts too (a sniffed head).
+	counted.read.Add(int64(buffered.Buffered()))
 	defer func() {
 		counted.Close()
 		up.Close()
-		p.emitClose(id, audit.ProtoConnect, t, pipeResult{Up: counted.read.Load(), Down: counted.written.Load(), Duration: time.Since(start)})
+		p.emitClose(id, proto, t, pipeResult{Up: counted.read.Load(), Down: counted.written.Load(), Duration: time.Since(start)})
 	}()
 	br := newSessionReader(counted, buffered, p.limits.MaxHeaderBytes)
 	_ = client.SetReadDeadline(time.Now().Add(p.limits.HeaderTimeout))
