@@ -80,8 +80,9 @@ type Config struct {
 	Pins map[string][]netip.Addr
 	// Resolver looks up names not pinned; nil means net.DefaultResolver.
 	Resolver Resolver
-	// UpstreamCAs are trusted for upstream TLS in addition to the system
-	// roots; nil means the system roots alone.
+	// UpstreamCAs is the pool upstream TLS is verified against; nil means
+	// the system roots. (The CLI builds it as the system roots plus
+	// --upstream-ca.)
 	UpstreamCAs *x509.CertPool
 	// CA signs the certificates of intercepted TLS hosts; nil means TLS to a
 	// host with http rules is refused (the client's handshake fails).

@@ -126,6 +126,13 @@ func (p *Proxy) relay(req *http.Request, up *upstreamConn, client net.Conn, upgr
 			dl.arm(p.limits.IdleTunnelTimeout)
 			continue
 		}
+		if done, _ := writeDone(); done && body.err != nil {
+			// The client's body broke its framing: whatever the upstream made
+			// of the part it got must not reach the client as an answer.
+			resp.Body.Close()
+			res = relayResult{Outcome: RelayOutcome{Kind: Consumed}, BodyErr: body.err}
+			break
+		}
 		res = p.writeFinal(req, resp, client, last)
 		break
 	}
@@ -158,6 +165,11 @@ func writeRequest(req *http.Request, up net.Conn, body *bodyReader, dl *headDead
 	}
 	if body.err != nil {
 		// No response can be trusted for a request we could not finish.
+		// Close the socket itself: a TLS close_notify would let the
+		// upstream answer the half request first.
+		if nc, ok := up.(interface{ NetConn() net.Conn }); ok {
+			nc.NetConn().Close()
+		}
 		up.Close()
 	}
 	done <- err
