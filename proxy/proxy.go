@@ -130,13 +130,9 @@ func New(cfg Config) (*Proxy, error) {
 	}
 	p := &Proxy{cfg: cfg, limits: cfg.Limits.withDefaults(), log: log, hijacked: map[net.Conn]struct{}{}, names: newNameMap()}
 	p.dialer = newDialer(cfg.Policy, cfg.Pins, cfg.Resolver, p.limits.DialTimeout)
+	// RootCAs nil makes crypto/tls load the system roots on first use, so a
+	// run that never verifies an upstream does not pay for reading them.
 	roots := cfg.UpstreamCAs
-	if roots == nil {
-		var err error
-		if roots, err = x509.SystemCertPool(); err != nil {
-			roots = x509.NewCertPool()
-		}
-	}
 	p.tr = &http.Transport{
 		Proxy:                  nil, // never chain through the proxy variables of our own environment
 		DialContext:            p.dialer.dialContext,
