@@ -2,65 +2,91 @@ package main
 
 import (
 	"fmt"
+	"runtime"
 	"runtime/debug"
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/osandbox/osandbox/policies"
+	"github.com/osandbox/osandbox/audit"
 )
-
-func policyCommand() *cli.Command {
-	return &cli.Command{
-		Name:  "policy",
-		Usage: "work with policy files",
-		Subcommands: []*cli.Command{{
-			Name:        "check",
-			Usage:       "validate a policy file; errors carry line:column; exit 1 if invalid",
-			ArgsUsage:   "FILE",
-			Description: "Example:\n   osandbox policy check policy.yaml",
-			Action: func(c *cli.Context) error {
-				if c.NArg() != 1 {
-					return cli.Exit("policy check: want exactly one FILE", 1)
-				}
-				p, err := policies.Load(c.Args().First())
-				if err != nil {
-					return cli.Exit(err.Error(), 1)
-				}
-				fmt.Fprintf(c.App.Writer, "%s: ok: %d allow rules, %d deny rules, %d allow_private ranges\n",
-					c.Args().First(), len(p.Allow), len(p.Deny), len(p.AllowPrivate))
-				return nil
-			},
-		}},
-	}
-}
 
 func versionCommand() *cli.Command {
 	return &cli.Command{
-		Name:        "version",
-		Usage:       "print the module version and VCS revision",
-		Description: "Example:\n   osandbox version",
+		Name:  "version",
+		Usage: "print the module version and VCS revision",
+		Description: "Examples:\n" +
+			"   osandbox version\n\n" +
+			"It prints the module version (v1.2.3 for a released build, (devel) for one built\n" +
+			"from a checkout), the VCS revision and its time, \"modified\" when the tree had\n" +
+			"uncommitted changes, and the Go version and platform.",
 		Action: func(c *cli.Context) error {
+			if c.NArg() > 0 {
+				return usageError(c, "takes no arguments")
+			}
 			fmt.Fprintln(c.App.Writer, versionString())
 			return nil
 		},
 	}
 }
 
-func versionString() string {
+// buildVersion is what debug.ReadBuildInfo says about this binary.
+type buildVersion struct {
+	Module   string // "v1.2.3", or "(devel)"
+	Revision string // VCS revision; "" when built without VCS information
+	Time     string
+	Modified bool
+	Go       string
+}
+
+func readBuildVersion() buildVersion {
+	v := buildVersion{Module: "(unknown)", Go: runtime.Version()}
 	info, ok := debug.ReadBuildInfo()
 	if !ok {
-		return "osandbox (unknown version)"
+		return v
 	}
-	v := "osandbox " + info.Main.Version
+	v.Module, v.Go = info.Main.Version, info.GoVersion
 	for _, s := range info.Settings {
 		switch s.Key {
 		case "vcs.revision":
-			v += " " + s.Value
+			v.Revision = s.Value
+		case "vcs.time":
+			v.Time = s.Value
 		case "vcs.modified":
-			if s.Value == "true" {
-				v += "+dirty"
-			}
+			v.Modified = s.Value == "true"
 		}
 	}
-	return v + " " + info.GoVersion
+	return v
+}
+
+// versionString is one line, e.g.
+// "osandbox (devel) revision 0123abcd... 2026-01-02T03:04:05Z modified go1.26.8 linux/amd64".
+func versionString() string {
+	v := readBuildVersion()
+	s := "osandbox " + v.Module
+	if v.Revision != "" {
+		s += " revision " + v.Revision
+		if v.Time != "" {
+			s += " " + v.Time
+		}
+		if v.Modified {
+			s += " modified"
+		}
+	} else {
+		s += " revision unknown (built without VCS information)"
+	}
+	return s + " " + v.Go + " " + runtime.GOOS + "/" + runtime.GOARCH
+}
+
+// product names this build in exports (OCSF metadata.product.version): the
+// module version, or for a development build "devel" and the short revision.
+func product() audit.Product {
+	v := readBuildVersion()
+	version := v.Module
+	if version == "(devel)" || version == "" {
+		version = "devel"
+		if len(v.Revision) >= 12 {
+			version += "+" + v.Revision[:12]
+		}
+	}
+	return audit.Product{Name: "osandbox", Vendor: "osandbox", Version: version}
 }
