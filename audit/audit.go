@@ -8,9 +8,9 @@
 //
 // This package does not decide anything: callers (the proxy, the sandbox
 // runner) pass it finished decisions. It does not rotate or truncate files, it
-// does not emit osandbox's own diagnostics (those go to the injected logger),
-// and it does not export to other formats (OCSF, CSV): that is the job of the
-// `osandbox audit export` command, built on ReadAll.
+// does not emit osandbox's own diagnostics (those go to the injected logger).
+// Export (export.go, ocsf.go: JSON, CSV, OCSF) and Summary read finished
+// logs for the `osandbox audit` commands.
 package audit
 
 import "time"

@@ -7,7 +7,12 @@
 // it; and the SSRF guard ([Policy.AddrAllowed], [Special]) applied to every
 // address the proxy is about to dial. [CanonicalHost] turns whatever host the
 // client asked for into the one form Decide matches on, so that an IP literal
-// in any spelling is decided as the address it denotes.
+// in any spelling is decided as the address it denotes. [Policy.NameAllowed]
+// tells the DNS stub which names it may answer.
+//
+// For the CLI it also explains a decision (explain.go), suggests the
+// smallest policy that allows what an audit log shows (suggest.go), and
+// carries the policy file's JSON Schema (jsonschema.go).
 //
 // It does not resolve names, dial, log, read anything but the policy file in
 // [Load], or normalise URL paths: the proxy hands Decide a path it has already
