@@ -195,13 +195,20 @@ func (p *Proxy) refuse(s *session, req *http.Request, dec policies.Decision) {
 // exchange decides one request, relays it and acts on the outcome. It
 // returns true when the connection may carry another request.
 func (p *Proxy) exchange(s *session, req *http.Request) bool {
-	path := requestPath(req.URL)
-	upg := upgradeType(req.Header)
-	dec := p.decide(policies.Request{Host: s.target.Host, Port: s.target.Port, Method: req.Method, Path: path, Upgrade: upg})
+	dec := p.decide(policies.Request{Host: s.target.Host, Port: s.target.Port, Method: req.Method,
+		Path: requestPath(req.URL), Upgrade: upgradeType(req.Header)})
 	if dec.Action != policies.Allow {
 		p.refuse(s, req, dec)
 		return false
 	}
+	return p.relayAllowed(s, req, dec)
+}
+
+// relayAllowed relays a request the policy allowed (dec) and acts on the
+// outcome, as exchange does.
+func (p *Proxy) relayAllowed(s *session, req *http.Request, dec policies.Decision) bool {
+	path := requestPath(req.URL)
+	upg := upgradeType(req.Header)
 	prepareOutgoing(req, s, upg)
 	res := p.relay(req, s.up, s.client, upg, s.last)
 	switch {

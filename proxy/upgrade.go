@@ -2,9 +2,12 @@ package proxy
 
 import (
 	"bytes"
+	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/osandbox/osandbox/audit"
@@ -55,6 +58,23 @@ func (p *Proxy) serveForwardUpgrade(w http.ResponseWriter, r *http.Request) {
 		serveUpstreamError(w, http.StatusBadGateway, err)
 		return
 	}
+	proto, defPort := audit.ProtoHTTP, 80
+	if scheme := strings.ToLower(r.URL.Scheme); scheme == "https" || scheme == "wss" {
+		// The client asked the proxy to speak TLS for it: never send the
+		// request in clear.
+		tc := tls.Client(up, p.upstreamTLS(t.Host))
+		ctx, cancel := context.WithTimeout(r.Context(), p.limits.TLSTimeout)
+		err := tc.HandshakeContext(ctx)
+		cancel()
+		if err != nil {
+			up.Close()
+			p.emitRequest(conn, audit.ProtoHTTPS, r.Method, t, path, dec, http.StatusBadGateway, "")
+			w.Header().Set("Connection", "close")
+			serveUpstreamError(w, http.StatusBadGateway, err)
+			return
+		}
+		up, proto, defPort = tc, audit.ProtoHTTPS, 443
+	}
 	out := r.Clone(r.Context())
 	if out.Body, err = bufferBody(r); err != nil {
 		up.Close()
@@ -75,11 +95,11 @@ func (p *Proxy) serveForwardUpgrade(w http.ResponseWriter, r *http.Request) {
 	defer client.Close()
 	defer up.Close()
 	_ = client.SetDeadline(time.Time{})
-	s := &session{id: conn, proto: audit.ProtoHTTP, target: t, defPort: 80, pin: true, last: true, client: client,
+	s := &session{id: conn, proto: proto, target: t, defPort: defPort, pin: true, last: true, client: client,
 		clientR: brw.Reader, up: newUpstreamConn(up)}
-	p.exchange(s, out)
+	p.relayAllowed(s, out, dec)
 	if s.piped != nil {
-		p.emitClose(conn, audit.ProtoHTTP, t, *s.piped)
+		p.emitClose(conn, proto, t, *s.piped)
 	}
 }
 
