@@ -61,6 +61,8 @@ func (p *Proxy) ServeCapture(ln net.Listener) error {
 type sniffed struct {
 	kind string // audit.ProtoHTTPS for TLS, audit.ProtoHTTP, or audit.ProtoTCP
 	sni  string
+	// badHello: it started like TLS but no whole ClientHello could be read.
+	badHello bool
 }
 
 func (p *Proxy) serveCaptured(c net.Conn) {
@@ -76,8 +78,14 @@ func (p *Proxy) serveCaptured(c net.Conn) {
 	if mapped {
 		t.Host = name
 	}
-	br := bufio.NewReaderSize(c, 16<<10)
+	br := bufio.NewReaderSize(c, 64<<10)
 	sn := sniff(c, br)
+	if sn.badHello {
+		// Without the SNI there is no telling where the client means to go.
+		p.emitCaptured(id, sn.kind, t, denyDecision(policies.ReasonBadRequest), "")
+		c.Close()
+		return
+	}
 	if sn.kind == audit.ProtoHTTPS && sn.sni != "" && mapped && !strings.EqualFold(strings.TrimSuffix(sn.sni, "."), name) {
 		p.emitCaptured(id, sn.kind, t, denyDecision(policies.ReasonHostMismatch), "")
 		c.Close()
@@ -116,7 +124,7 @@ func (p *Proxy) serveCaptured(c net.Conn) {
 		p.serveInspected(id, c, br, up, t, mapped, sn.kind)
 		return
 	}
-	pp := &pipe{client: c, upstream: up, fromClient: br, idle: p.limits.IdleTunnelTimeout}
+	pp := &pipe{client: c, upstream: up, fromClient: pending(br), idle: p.limits.IdleTunnelTimeout}
 	p.emitClose(id, sn.kind, t, pp.run())
 }
 
@@ -161,7 +169,8 @@ func sniff(c net.Conn, br *bufio.Reader) sniffed {
 		return sniffed{kind: audit.ProtoTCP}
 	}
 	if first[0] == tlsHandshakeRecord {
-		return sniffed{kind: audit.ProtoHTTPS, sni: clientHelloSNI(br)}
+		sni, ok := clientHelloSNI(br)
+		return sniffed{kind: audit.ProtoHTTPS, sni: sni, badHello: !ok}
 	}
 	b, _ := br.Peek(min(br.Buffered(), 16))
 	if looksLikeHTTP(b) {
@@ -184,28 +193,44 @@ func looksLikeHTTP(b []byte) bool {
 	return true
 }
 
-// clientHelloSNI parses the server name of the ClientHello in br's first
-// TLS record with crypto/tls itself, without consuming anything.
-func clientHelloSNI(br *bufio.Reader) string {
-	hdr, err := br.Peek(5)
-	if err != nil {
-		return ""
+// clientHelloSNI parses the server name of the ClientHello at the start of
+// br with crypto/tls itself, without consuming anything. The ClientHello may
+// span several records (a client can fragment it to hide its SNI from a
+// one-record sniffer), so whole records are peeked until the handshake
+// message is complete. ok is false when that cannot be done within br's
+// buffer or the bytes are not a ClientHello.
+func clientHelloSNI(br *bufio.Reader) (sni string, ok bool) {
+	var msg []byte // the handshake message so far, across records
+	off, need := 0, -1
+	for need < 0 || len(msg) < need {
+		hdr, err := br.Peek(off + 5)
+		if err != nil || hdr[off] != tlsHandshakeRecord {
+			return "", false
+		}
+		n := int(binary.BigEndian.Uint16(hdr[off+3 : off+5]))
+		rec, err := br.Peek(off + 5 + n)
+		if err != nil {
+			return "", false
+		}
+		msg = append(msg, rec[off+5:]...)
+		off += 5 + n
+		if need < 0 && len(msg) >= 4 {
+			if msg[0] != 1 { // client_hello
+				return "", false
+			}
+			need = 4 + (int(msg[1])<<16 | int(msg[2])<<8 | int(msg[3]))
+		}
 	}
-	n := int(binary.BigEndian.Uint16(hdr[3:5]))
-	rec, err := br.Peek(5 + n)
-	if err != nil {
-		return ""
-	}
-	var sni string
+	flight, _ := br.Peek(off)
 	stop := errors.New("sniffed")
-	srv := tls.Server(readOnlyConn{r: bytes.NewReader(rec)}, &tls.Config{
+	srv := tls.Server(readOnlyConn{r: bytes.NewReader(flight)}, &tls.Config{
 		GetConfigForClient: func(h *tls.ClientHelloInfo) (*tls.Config, error) {
-			sni = h.ServerName
+			sni, ok = h.ServerName, true
 			return nil, stop
 		},
 	})
 	_ = srv.Handshake()
-	return sni
+	return sni, ok
 }
 
 // readOnlyConn feeds bytes to a TLS handshake that is stopped before it

@@ -1,7 +1,9 @@
 package proxy
 
 import (
+	"bufio"
 	"errors"
+	"net"
 	"net/http"
 	"time"
 
@@ -50,6 +52,14 @@ func (p *Proxy) serveConnect(w http.ResponseWriter, r *http.Request) {
 		up.Close()
 		return
 	}
+	// The handler returns now, so that net/http lets go of its state for
+	// this connection (reader, writer, the handler's stack) while the
+	// tunnel lasts.
+	go p.serveTunnel(conn, client, brw.Reader, up, t, dec)
+}
+
+// serveTunnel answers an accepted CONNECT and runs its tunnel.
+func (p *Proxy) serveTunnel(conn uint64, client net.Conn, br *bufio.Reader, up net.Conn, t target, dec policies.Decision) {
 	defer p.untrack(client, up)
 	// A hijacked conn keeps the deadlines the server set for reading heads.
 	_ = client.SetDeadline(time.Time{})
@@ -62,10 +72,11 @@ func (p *Proxy) serveConnect(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if dec.Inspect {
-		p.serveInspected(conn, client, brw.Reader, up, t, true, audit.ProtoConnect)
+		p.serveInspected(conn, client, br, up, t, true, audit.ProtoConnect)
 		return
 	}
-	pp := &pipe{client: client, upstream: up, fromClient: brw.Reader, idle: p.limits.IdleTunnelTimeout}
+	pp := &pipe{client: client, upstream: up, fromClient: pending(br), idle: p.limits.IdleTunnelTimeout}
+	br = nil
 	p.emitClose(conn, audit.ProtoConnect, t, pp.run())
 }
 

@@ -102,6 +102,9 @@ func (p *Proxy) forwardResponse(resp *http.Response, ctx *goproxy.ProxyCtx) *htt
 		panic(http.ErrAbortHandler)
 	}
 	p.emitRequest(st.conn, audit.ProtoHTTP, r.Method, st.target, st.path, st.dec, resp.StatusCode, st.dst)
+	// goproxy passes the upstream's headers on as they are; hop-by-hop ones
+	// (and those its Connection names) are this hop's only.
+	removeHopHeaders(resp.Header)
 	return resp
 }
 

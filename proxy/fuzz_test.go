@@ -79,12 +79,13 @@ func FuzzNormalizePath(f *testing.F) {
 // consumes anything.
 func FuzzClientHelloSNI(f *testing.F) {
 	f.Add(clientHello(f, "example.com"))
+	f.Add(fragment(clientHello(f, "example.com"), 40))
 	f.Add(clientHello(f, ""))
 	f.Add([]byte{0x16, 0x03, 0x01, 0x00, 0x05, 1, 2, 3, 4, 5})
 	f.Add([]byte{0x16})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		r := bufio.NewReaderSize(bytes.NewReader(b), 1<<17)
-		_ = clientHelloSNI(r)
+		_, _ = clientHelloSNI(r)
 		if all, _ := io.ReadAll(r); !bytes.Equal(all, b) {
 			t.Fatal("sniffing consumed bytes")
 		}
@@ -109,12 +110,39 @@ func clientHello(tb testing.TB, sni string) []byte {
 	return buf.Bytes()
 }
 
+// fragment re-frames a one-record ClientHello as records of size bytes.
+func fragment(hello []byte, size int) []byte {
+	var out []byte
+	for payload := hello[5:]; len(payload) > 0; {
+		n := min(size, len(payload))
+		out = append(out, hello[0], hello[1], hello[2], byte(n>>8), byte(n))
+		out = append(out, payload[:n]...)
+		payload = payload[n:]
+	}
+	return out
+}
+
+func TestClientHelloSNIFragmented(t *testing.T) {
+	hello := clientHello(t, "fronted.example")
+	for _, size := range []int{1, 3, 50, 200} {
+		r := bufio.NewReaderSize(bytes.NewReader(fragment(hello, size)), 64<<10)
+		if got, ok := clientHelloSNI(r); !ok || got != "fronted.example" {
+			t.Errorf("records of %d bytes: SNI = %q, %v", size, got, ok)
+		}
+	}
+	// Too fragmented to fit the buffer: refused, not passed without a name.
+	r := bufio.NewReaderSize(bytes.NewReader(fragment(hello, 1)), 4096)
+	if got, ok := clientHelloSNI(r); ok {
+		t.Errorf("an unreadable ClientHello gave SNI %q", got)
+	}
+}
+
 func TestClientHelloSNI(t *testing.T) {
 	for _, name := range []string{"example.com", "a.b.test"} {
 		hello := clientHello(t, name)
 		r := bufio.NewReader(bytes.NewReader(hello))
-		if got := clientHelloSNI(r); got != name {
-			t.Errorf("SNI = %q, want %q", got, name)
+		if got, ok := clientHelloSNI(r); !ok || got != name {
+			t.Errorf("SNI = %q, %v; want %q", got, ok, name)
 		}
 		if r.Buffered() != len(hello) {
 			t.Errorf("sniffing consumed bytes: %d buffered of %d", r.Buffered(), len(hello))

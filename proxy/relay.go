@@ -81,7 +81,12 @@ func (p *Proxy) relay(req *http.Request, up *upstreamConn, client net.Conn, upgr
 	dl := &headDeadline{conn: up.conn, timeout: p.limits.ResponseTimeout}
 	dl.arm(p.limits.IdleTunnelTimeout)
 	wrote := make(chan error, 1)
-	go writeRequest(req, up.conn, body, dl, wrote)
+	if req.Body == nil || req.Body == http.NoBody {
+		// Nothing to stream: the head goes out at once, from here.
+		writeRequest(req, up.conn, body, dl, wrote)
+	} else {
+		go writeRequest(req, up.conn, body, dl, wrote)
+	}
 	// writeDone waits a moment for the request to be fully sent: the
 	// upstream may answer a beat before our writer reports back.
 	var sent, finished bool
@@ -89,6 +94,12 @@ func (p *Proxy) relay(req *http.Request, up *upstreamConn, client net.Conn, upgr
 	writeDone := func() (bool, error) {
 		if finished {
 			return sent, writeErr
+		}
+		select {
+		case writeErr = <-wrote:
+			finished, sent = true, writeErr == nil
+			return finished, writeErr
+		default:
 		}
 		t := time.NewTimer(writeGrace)
 		defer t.Stop()
@@ -155,11 +166,12 @@ func (p *Proxy) relay(req *http.Request, up *upstreamConn, client net.Conn, upgr
 const writeGrace = time.Second
 
 func writeRequest(req *http.Request, up net.Conn, body *bodyReader, dl *headDeadline, done chan<- error) {
-	bw := bufio.NewWriterSize(up, 4<<10)
+	bw := getWriter(up)
 	err := req.Write(bw)
 	if err == nil {
 		err = bw.Flush()
 	}
+	putWriter(bw)
 	if err == nil {
 		dl.sent()
 	}
@@ -239,7 +251,18 @@ func (p *Proxy) writeFinal(req *http.Request, resp *http.Response, client net.Co
 	if closeAfter {
 		res.Outcome.Kind = Consumed
 	}
-	if err := writeHead(client, resp, closeAfter); err != nil {
+	bw := getWriter(client)
+	defer putWriter(bw)
+	err := writeHeadTo(bw, resp, closeAfter)
+	if err == nil && !bodyless && !chunked && resp.ContentLength >= 0 && resp.ContentLength <= int64(bw.Available()) {
+		// A small body goes out with the head: one write, one TLS record.
+		_, err = io.Copy(bw, io.LimitReader(resp.Body, resp.ContentLength))
+		bodyless = true
+	}
+	if err == nil {
+		err = bw.Flush()
+	}
+	if err != nil {
 		res.Outcome.Kind, res.Err = Consumed, err
 		return res
 	}
@@ -252,6 +275,20 @@ func (p *Proxy) writeFinal(req *http.Request, resp *http.Response, client net.Co
 	return res
 }
 
+// writers are the buffered writers of request and response heads.
+var writers = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 4<<10) }}
+
+func getWriter(w io.Writer) *bufio.Writer {
+	bw := writers.Get().(*bufio.Writer)
+	bw.Reset(w)
+	return bw
+}
+
+func putWriter(bw *bufio.Writer) {
+	bw.Reset(nil)
+	writers.Put(bw)
+}
+
 var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 
 func copyBody(client net.Conn, resp *http.Response, chunked bool) error {
@@ -261,7 +298,8 @@ func copyBody(client net.Conn, resp *http.Response, chunked bool) error {
 		_, err := io.CopyBuffer(client, resp.Body, *bp)
 		return err
 	}
-	bw := bufio.NewWriterSize(client, 4<<10)
+	bw := getWriter(client)
+	defer putWriter(bw)
 	cw := httputil.NewChunkedWriter(bw)
 	if _, err := io.CopyBuffer(flushEach{cw, bw}, resp.Body, *bp); err != nil {
 		return err
@@ -293,22 +331,37 @@ func (f flushEach) Write(p []byte) (int, error) {
 	return n, err
 }
 
-// writeHead writes a response's status line and headers.
+// writeHead writes a response's status line and headers in one write.
 func writeHead(w io.Writer, resp *http.Response, closeConn bool) error {
-	var b strings.Builder
+	bw := getWriter(w)
+	defer putWriter(bw)
+	if err := writeHeadTo(bw, resp, closeConn); err != nil {
+		return err
+	}
+	return bw.Flush()
+}
+
+// writeHeadTo buffers a response's status line and headers in bw.
+func writeHeadTo(bw *bufio.Writer, resp *http.Response, closeConn bool) error {
 	text := http.StatusText(resp.StatusCode)
 	if _, after, ok := strings.Cut(resp.Status, " "); ok && after != "" {
 		text = after
 	}
-	fmt.Fprintf(&b, "HTTP/1.1 %03d %s\r\n", resp.StatusCode, text)
-	if err := resp.Header.Write(&b); err != nil {
+	var num [3]byte
+	code := resp.StatusCode % 1000
+	num[0], num[1], num[2] = byte('0'+code/100), byte('0'+code/10%10), byte('0'+code%10)
+	bw.WriteString("HTTP/1.1 ")
+	bw.Write(num[:])
+	bw.WriteByte(' ')
+	bw.WriteString(text)
+	bw.WriteString("\r\n")
+	if err := resp.Header.Write(bw); err != nil {
 		return err
 	}
 	if closeConn {
-		b.WriteString("Connection: close\r\n")
+		bw.WriteString("Connection: close\r\n")
 	}
-	b.WriteString("\r\n")
-	_, err := io.WriteString(w, b.String())
+	_, err := bw.WriteString("\r\n")
 	return err
 }
 

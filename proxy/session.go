@@ -33,6 +33,15 @@ type session struct {
 	up      *upstreamConn
 	// piped is what the raw pipe moved after a switch; nil before one.
 	piped *pipeResult
+	// dst is the upstream's address as audited, formatted once.
+	dst string
+}
+
+func (s *session) dstAddr() string {
+	if s.dst == "" {
+		s.dst = s.up.conn.RemoteAddr().String()
+	}
+	return s.dst
 }
 
 // serveRequests is the request loop of an inspected connection: read a
@@ -126,30 +135,35 @@ func headEnd(b []byte, from int) int {
 // colon, and Content-Length together with Transfer-Encoding.
 func checkFraming(head []byte) error {
 	var hasCL, hasTE bool
-	for n, line := range bytes.SplitAfter(head, []byte("\n")) {
-		if len(line) == 0 {
-			continue
+	for n := 0; len(head) > 0; n++ {
+		i := bytes.IndexByte(head, '\n')
+		if i < 1 || head[i-1] != '\r' {
+			return errBadFraming // bare LF, or a last line without one
 		}
-		if !bytes.HasSuffix(line, []byte("\r\n")) || bytes.IndexByte(line[:len(line)-2], '\r') >= 0 ||
-			bytes.IndexByte(line, 0) >= 0 {
+		line := head[:i-1]
+		head = head[i+1:]
+		if bytes.IndexByte(line, '\r') >= 0 || bytes.IndexByte(line, 0) >= 0 {
 			return errBadFraming
 		}
-		line = line[:len(line)-2]
 		if n == 0 || len(line) == 0 {
 			continue
 		}
 		if line[0] == ' ' || line[0] == '\t' {
 			return errBadFraming // obs-fold
 		}
-		name, _, ok := bytes.Cut(line, []byte(":"))
-		if !ok || len(name) == 0 || bytes.ContainsAny(name, " \t") {
+		colon := bytes.IndexByte(line, ':')
+		if colon <= 0 {
 			return errBadFraming
 		}
-		switch {
-		case bytes.EqualFold(name, []byte("Content-Length")):
-			hasCL = true
-		case bytes.EqualFold(name, []byte("Transfer-Encoding")):
-			hasTE = true
+		name := line[:colon]
+		if bytes.IndexByte(name, ' ') >= 0 || bytes.IndexByte(name, '\t') >= 0 {
+			return errBadFraming
+		}
+		switch len(name) {
+		case len("Content-Length"):
+			hasCL = hasCL || bytes.EqualFold(name, []byte("Content-Length"))
+		case len("Transfer-Encoding"):
+			hasTE = hasTE || bytes.EqualFold(name, []byte("Transfer-Encoding"))
 		}
 	}
 	if hasCL && hasTE {
@@ -235,10 +249,12 @@ func (p *Proxy) relayAllowed(s *session, req *http.Request, dec policies.Decisio
 		Time: time.Now(), Event: audit.EventUpgrade, Conn: s.id,
 		Decision: audit.DecisionAllowUpgrade, Reason: string(dec.Reason), Rule: dec.Rule,
 		Proto: s.proto, Method: req.Method, Host: s.target.Host, Port: s.target.Port, Path: path,
-		Upgrade: upg, Status: res.Status, Dst: s.up.conn.RemoteAddr().String(), OverflowBytes: overflow,
+		Upgrade: upg, Status: res.Status, Dst: s.dstAddr(), OverflowBytes: overflow,
 	})
-	pp := &pipe{client: s.client, upstream: s.up.conn, fromClient: s.clientR, fromUpstream: s.up.r,
+	pp := &pipe{client: s.client, upstream: s.up.conn, fromClient: pending(s.clientR), fromUpstream: pending(s.up.r),
 		idle: p.limits.IdleTunnelTimeout}
+	// Nothing reads HTTP on this connection again: let the readers go.
+	s.clientR, s.up.r = nil, nil
 	piped := pp.run()
 	s.piped = &piped
 	return false
@@ -267,7 +283,7 @@ func (p *Proxy) emitExchange(s *session, method, path, upg string, dec policies.
 		Time: time.Now(), Event: audit.EventRequest, Conn: s.id,
 		Decision: decision, Reason: string(dec.Reason), Rule: dec.Rule,
 		Proto: s.proto, Method: method, Host: s.target.Host, Port: s.target.Port, Path: path,
-		Upgrade: upg, Status: status, Dst: s.up.conn.RemoteAddr().String(),
+		Upgrade: upg, Status: status, Dst: s.dstAddr(),
 	})
 }
 

@@ -2,8 +2,8 @@ package proxy
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
-	"io"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -17,9 +17,9 @@ import (
 // a blind CONNECT tunnel, or a connection after a 101.
 type pipe struct {
 	client, upstream net.Conn
-	// fromClient and fromUpstream hold bytes already read past the last HTTP
-	// head on each side; they are sent first. Either may be nil.
-	fromClient, fromUpstream *bufio.Reader
+	// fromClient and fromUpstream are bytes already read past the last HTTP
+	// head on each side (copies: the readers are let go); sent first.
+	fromClient, fromUpstream []byte
 	idle                     time.Duration
 }
 
@@ -50,24 +50,33 @@ func (p *pipe) run() pipeResult {
 	return pipeResult{Up: up, Down: down, Duration: time.Since(start)}
 }
 
+// pending copies what br holds past the head, so that br itself (and the
+// connection state that owns it) can be let go for the pipe's lifetime.
+func pending(br *bufio.Reader) []byte {
+	if br == nil || br.Buffered() == 0 {
+		return nil
+	}
+	b, _ := br.Peek(br.Buffered())
+	return bytes.Clone(b)
+}
+
 func copyToUpstream(p *pipe) int64 { return copyHalf(p.upstream, p.client, p.fromClient) }
 func copyToClient(p *pipe) int64   { return copyHalf(p.client, p.upstream, p.fromUpstream) }
 
 // copyHalf sends what buffered holds, then copies src to dst (spliced in
 // the kernel when both are TCP). On EOF it half-closes dst so the peer sees
 // the end; on an error it closes both so the other direction ends too.
-func copyHalf(dst, src net.Conn, buffered *bufio.Reader) int64 {
+func copyHalf(dst, src net.Conn, buffered []byte) int64 {
 	var n int64
 	var err error
-	if buffered != nil && buffered.Buffered() > 0 {
-		b, _ := buffered.Peek(buffered.Buffered())
+	if len(buffered) > 0 {
 		var m int
-		m, err = dst.Write(b)
+		m, err = dst.Write(buffered)
 		n += int64(m)
 	}
 	if err == nil {
 		var m int64
-		m, err = io.Copy(dst, src)
+		m, err = copyStream(dst, src)
 		n += m
 	}
 	if err != nil && !errors.Is(err, net.ErrClosed) {

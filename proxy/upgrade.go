@@ -75,7 +75,8 @@ func (p *Proxy) serveForwardUpgrade(w http.ResponseWriter, r *http.Request) {
 		}
 		up, proto, defPort = tc, audit.ProtoHTTPS, 443
 	}
-	out := r.Clone(r.Context())
+	// The handler returns before the session ends: keep the values, not the cancellation.
+	out := r.Clone(context.WithoutCancel(r.Context()))
 	if out.Body, err = bufferBody(r); err != nil {
 		up.Close()
 		refuse(denyDecision(policies.ReasonBadRequest))
@@ -91,15 +92,22 @@ func (p *Proxy) serveForwardUpgrade(w http.ResponseWriter, r *http.Request) {
 		up.Close()
 		return
 	}
-	defer p.untrack(client, up)
-	defer client.Close()
-	defer up.Close()
-	_ = client.SetDeadline(time.Time{})
+	// As for CONNECT: return, so net/http lets go of the connection.
 	s := &session{id: conn, proto: proto, target: t, defPort: defPort, pin: true, last: true, client: client,
 		clientR: brw.Reader, up: newUpstreamConn(up)}
+	go p.serveUpgradeSession(s, out, dec)
+}
+
+// serveUpgradeSession relays the one upgrade request of s and, after a
+// 101, its pipe.
+func (p *Proxy) serveUpgradeSession(s *session, out *http.Request, dec policies.Decision) {
+	defer p.untrack(s.client, s.up.conn)
+	defer s.client.Close()
+	defer s.up.conn.Close()
+	_ = s.client.SetDeadline(time.Time{})
 	p.relayAllowed(s, out, dec)
 	if s.piped != nil {
-		p.emitClose(conn, proto, t, *s.piped)
+		p.emitClose(s.id, s.proto, s.target, *s.piped)
 	}
 }
 
