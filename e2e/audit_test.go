@@ -103,7 +103,8 @@ func TestAuditPolicyHash(t *testing.T) {
 }
 
 // TestAuditTunnelOpenAtExit: the command exits while a tunnel it opened is
-// still open. osandbox closes the tunnel, and the log has its close event,
+// still open. osandbox ends what the command left running and closes the
+// tunnel, and the log has its close event,
 // with every byte count present, before the exit event.
 func TestAuditTunnelOpenAtExit(t *testing.T) {
 	forEachUser(t, func(t *testing.T, sb *sandbox) {
@@ -128,8 +129,11 @@ func TestAuditTunnelOpenAtExit(t *testing.T) {
 				t.Errorf("close event lacks %s: %s", f, c.fields)
 			}
 		}
-		if c.BytesUp <= 0 || c.BytesDown != 0 {
-			t.Errorf("close has bytes_up %d, bytes_down %d; want > 0 and 0 (no answer yet)", c.BytesUp, c.BytesDown)
+		// The command's leftovers (the backgrounded curl) are killed when it
+		// exits; the server may answer the half-closed tunnel before the
+		// proxy closes it, so bytes_down may be 0 or the answer's size.
+		if c.BytesUp <= 0 || c.BytesDown < 0 {
+			t.Errorf("close has bytes_up %d, bytes_down %d; want > 0 and >= 0", c.BytesUp, c.BytesDown)
 		}
 		r.wantExit(t, 5)
 	})

@@ -101,6 +101,11 @@ func Start(cfg Config) (*Sandbox, error) {
 	rootless := os.Geteuid() != 0
 	cmd.SysProcAttr = procAttr(rootless, cfg.Stdin)
 
+	// Whatever the command leaves running is reparented to us, not to init,
+	// so Wait can end it with the command (see killLeftovers).
+	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+		return nil, fmt.Errorf("become subreaper: %w", err)
+	}
 	runtime.LockOSThread()
 	err = cmd.Start()
 	childEnd.Close()
@@ -192,6 +197,7 @@ func (s *Sandbox) Signal(sig os.Signal) error { return s.cmd.Process.Signal(sig)
 // reports it: the exit code, or 128+N for death by signal N.
 func (s *Sandbox) Wait() (int, error) {
 	err := s.cmd.Wait()
+	killLeftovers(s.cmd.Process.Pid)
 	restoreForeground(s.cmd.SysProcAttr)
 	if err == nil {
 		return 0, nil

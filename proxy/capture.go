@@ -46,6 +46,14 @@ func (p *Proxy) ServeCapture(ln net.Listener) error {
 			}
 			return err
 		}
+		if !p.admit() {
+			p.active.Add(-1)
+			c.Close()
+			continue
+		}
+		p.mu.Lock()
+		p.limited[c] = struct{}{}
+		p.mu.Unlock()
 		if !p.track(c) {
 			c.Close()
 			return nil

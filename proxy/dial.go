@@ -56,6 +56,11 @@ func newDialer(policy *policies.Policy, pins map[string][]netip.Addr, r Resolver
 
 // lookup returns the addresses for host: the IP itself, a pin, or DNS.
 func (d *dialer) lookup(ctx context.Context, host string) ([]netip.Addr, error) {
+	// Every IP literal form ("2130706433", "0x7f.1", "[::ffff:127.0.0.1]")
+	// is the address it denotes; none may reach a resolver as a name.
+	if canon, ok := policies.CanonicalHost(host); ok {
+		host = canon
+	}
 	if ip, err := netip.ParseAddr(host); err == nil {
 		return []netip.Addr{ip}, nil
 	}

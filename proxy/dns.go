@@ -120,7 +120,21 @@ func (p *Proxy) dnsAnswer(q *dns.Msg) *dns.Msg {
 	if p.cfg.Learn {
 		ev.Reason = string(policies.ReasonLearnMode)
 	}
-	if question.Qtype == dns.TypeA && question.Qclass == dns.ClassINET {
+	// A name that is an IP literal in some spelling ("2130706433") is that
+	// address: answer it as such, so the connection is decided as the IP.
+	var literal netip.Addr
+	if canon, ok := policies.CanonicalHost(name); ok {
+		literal, _ = netip.ParseAddr(canon)
+	}
+	switch {
+	case literal.IsValid():
+		if literal.Is4() && question.Qtype == dns.TypeA && question.Qclass == dns.ClassINET {
+			resp.Answer = append(resp.Answer, &dns.A{
+				Hdr: dns.RR_Header{Name: question.Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: syntheticTTL},
+				A:   literal.AsSlice(),
+			})
+		}
+	case question.Qtype == dns.TypeA && question.Qclass == dns.ClassINET:
 		if a, ok := p.names.addrFor(name); ok {
 			resp.Answer = append(resp.Answer, &dns.A{
 				Hdr: dns.RR_Header{Name: question.Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: syntheticTTL},

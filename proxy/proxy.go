@@ -18,6 +18,7 @@ import (
 	"net/http"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/elazarl/goproxy"
@@ -32,6 +33,7 @@ import (
 // of DESIGN 2.6, given in DefaultLimits.
 type Limits struct {
 	MaxHeaderBytes    int
+	MaxConns          int           // client connections open at once, all listeners; more are closed at once
 	HeaderTimeout     time.Duration // request head must arrive within this
 	DialTimeout       time.Duration
 	TLSTimeout        time.Duration
@@ -43,6 +45,7 @@ type Limits struct {
 // DefaultLimits are DESIGN 2.6's defaults.
 var DefaultLimits = Limits{
 	MaxHeaderBytes:    64 << 10,
+	MaxConns:          4096,
 	HeaderTimeout:     30 * time.Second,
 	DialTimeout:       10 * time.Second,
 	TLSTimeout:        10 * time.Second,
@@ -55,6 +58,9 @@ func (l Limits) withDefaults() Limits {
 	d := DefaultLimits
 	if l.MaxHeaderBytes > 0 {
 		d.MaxHeaderBytes = l.MaxHeaderBytes
+	}
+	if l.MaxConns > 0 {
+		d.MaxConns = l.MaxConns
 	}
 	for _, f := range []struct{ dst, src *time.Duration }{
 		{&d.HeaderTimeout, &l.HeaderTimeout}, {&d.DialTimeout, &l.DialTimeout},
@@ -113,6 +119,12 @@ type Proxy struct {
 	listeners  []net.Listener
 	dnsServers []*dns.Server
 
+	// active counts client connections against Limits.MaxConns; limited
+	// holds those that left net/http (hijacked or captured), released by
+	// untrack.
+	active  atomic.Int64
+	limited map[net.Conn]struct{}
+
 	// names maps the DNS stub's synthetic addresses back to names.
 	names *nameMap
 }
@@ -128,7 +140,8 @@ func New(cfg Config) (*Proxy, error) {
 		l.SetLevel(logrus.PanicLevel)
 		log = logrus.NewEntry(l)
 	}
-	p := &Proxy{cfg: cfg, limits: cfg.Limits.withDefaults(), log: log, hijacked: map[net.Conn]struct{}{}, names: newNameMap()}
+	p := &Proxy{cfg: cfg, limits: cfg.Limits.withDefaults(), log: log, hijacked: map[net.Conn]struct{}{},
+		limited: map[net.Conn]struct{}{}, names: newNameMap()}
 	p.dialer = newDialer(cfg.Policy, cfg.Pins, cfg.Resolver, p.limits.DialTimeout)
 	// RootCAs nil makes crypto/tls load the system roots on first use, so a
 	// run that never verifies an upstream does not pay for reading them.
@@ -152,6 +165,7 @@ func New(cfg Config) (*Proxy, error) {
 		IdleTimeout:       p.limits.IdleClientTimeout,
 		MaxHeaderBytes:    p.limits.MaxHeaderBytes,
 		ConnContext:       p.connContext,
+		ConnState:         p.connState,
 		ErrorLog:          newStdLogger(log),
 	}
 	return p, nil
@@ -167,6 +181,33 @@ func (p *Proxy) connContext(ctx context.Context, _ net.Conn) context.Context {
 func connID(ctx context.Context) uint64 {
 	id, _ := ctx.Value(connKey{}).(uint64)
 	return id
+}
+
+// connState enforces Limits.MaxConns on the proxy listener: a connection
+// past the limit is closed before a byte is read.
+func (p *Proxy) connState(c net.Conn, state http.ConnState) {
+	switch state {
+	case http.StateNew:
+		if !p.admit() {
+			c.Close()
+		}
+	case http.StateClosed:
+		p.active.Add(-1)
+	case http.StateHijacked:
+		p.mu.Lock()
+		p.limited[c] = struct{}{}
+		p.mu.Unlock()
+	}
+}
+
+// admit counts a new client connection; false when over the limit (it
+// stays counted until it is released, as a closed one is).
+func (p *Proxy) admit() bool {
+	if p.active.Add(1) > int64(p.limits.MaxConns) {
+		p.log.Warnf("over %d connections: refusing one", p.limits.MaxConns)
+		return false
+	}
+	return true
 }
 
 // Serve accepts connections on ln until Close. It returns nil after Close.
@@ -237,6 +278,10 @@ func (p *Proxy) untrack(conns ...net.Conn) {
 	p.mu.Lock()
 	for _, c := range conns {
 		delete(p.hijacked, c)
+		if _, ok := p.limited[c]; ok {
+			delete(p.limited, c)
+			p.active.Add(-1)
+		}
 	}
 	p.mu.Unlock()
 	p.wg.Done()
@@ -245,6 +290,18 @@ func (p *Proxy) untrack(conns ...net.Conn) {
 // ServeHTTP is the front handler: CONNECT and upgrades are ours, the rest
 // is goproxy's forward path.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	// Close waits for handlers in flight, so that their audit events are
+	// written before it returns.
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		w.Header().Set("Connection", "close")
+		http.Error(w, "osandbox: shutting down", http.StatusServiceUnavailable)
+		return
+	}
+	p.wg.Add(1)
+	p.mu.Unlock()
+	defer p.wg.Done()
 	switch {
 	case r.Method == http.MethodConnect:
 		p.serveConnect(w, r)

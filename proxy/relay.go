@@ -44,10 +44,40 @@ type RelayOutcome struct {
 type upstreamConn struct {
 	conn net.Conn
 	r    *bufio.Reader
+	lim  *headLimit
 }
 
 func newUpstreamConn(c net.Conn) *upstreamConn {
-	return &upstreamConn{conn: c, r: bufio.NewReaderSize(c, 16<<10)}
+	lim := &headLimit{r: c, left: -1}
+	return &upstreamConn{conn: c, r: bufio.NewReaderSize(lim, 16<<10), lim: lim}
+}
+
+// maxResponseHead bounds a response head, as http.Transport's
+// MaxResponseHeaderBytes does on the forward path.
+const maxResponseHead = 1 << 20
+
+var errResponseHeadTooLarge = errors.New("response head too large")
+
+// headLimit fails reads once left bytes were read while a head is awaited;
+// left < 0 means no limit (bodies and upgraded streams).
+type headLimit struct {
+	r    io.Reader
+	left int64
+}
+
+func (h *headLimit) Read(b []byte) (int, error) {
+	if h.left < 0 {
+		return h.r.Read(b)
+	}
+	if h.left == 0 {
+		return 0, errResponseHeadTooLarge
+	}
+	if int64(len(b)) > h.left {
+		b = b[:h.left]
+	}
+	n, err := h.r.Read(b)
+	h.left -= int64(n)
+	return n, err
 }
 
 // relayResult is what relay did.
@@ -112,7 +142,9 @@ func (p *Proxy) relay(req *http.Request, up *upstreamConn, client net.Conn, upgr
 	}
 	var res relayResult
 	for {
+		up.lim.left = maxResponseHead
 		resp, err := http.ReadResponse(up.r, req)
+		up.lim.left = -1
 		dl.disarm()
 		if err != nil {
 			res = relayResult{Outcome: RelayOutcome{Kind: Consumed}, Err: fmt.Errorf("read response: %w", err)}
