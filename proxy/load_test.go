@@ -300,6 +300,7 @@ func TestConnectionLimit(t *testing.T) {
 	up := startRawUpstream(t, echoUpstream)
 	tp := startProxy(t, relayPolicy(up.port, false), func(c *Config) {
 		c.Limits.HeaderTimeout = time.Minute
+		c.Limits.MaxConns = limit
 	})
 	conns := make([]net.Conn, 0, limit)
 	defer func() {

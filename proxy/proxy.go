@@ -45,7 +45,7 @@ type Limits struct {
 // DefaultLimits are DESIGN 2.6's defaults.
 var DefaultLimits = Limits{
 	MaxHeaderBytes:    64 << 10,
-	MaxConns:          4096,
+	MaxConns:          8192, // DESIGN 2.6 says 4096; issue 7 asks for 5,000 tunnels at once
 	HeaderTimeout:     30 * time.Second,
 	DialTimeout:       10 * time.Second,
 	TLSTimeout:        10 * time.Second,
