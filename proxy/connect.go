@@ -38,7 +38,7 @@ func (p *Proxy) serveConnect(w http.ResponseWriter, r *http.Request) {
 		p.log.WithError(err).Debugf("CONNECT %s", t)
 		p.emitConnect(conn, t, dec, http.StatusBadGateway, "")
 		w.Header().Set("Connection", "close")
-		serveUpstreamError(w, http.StatusBadGateway, err)
+		upstreamReply(err).serve(w)
 		return
 	}
 	client, brw, err := http.NewResponseController(w).Hijack()

@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"strconv"
-	"strings"
 
 	"github.com/osandbox/osandbox/policies"
 )
@@ -61,45 +60,62 @@ func (d denial) headerValue() string {
 	return "deny; reason=" + string(d.Reason)
 }
 
-// response builds the denial as an *http.Response, for goproxy's hooks and
-// for writing on a raw connection.
-func (d denial) response(req *http.Request) *http.Response {
-	body := d.body()
+func (d denial) reply() jsonReply {
+	return jsonReply{status: d.Status, decision: d.headerValue(), body: d.body()}
+}
+
+func (d denial) response(req *http.Request) *http.Response { return d.reply().response(req) }
+func (d denial) write(w io.Writer) error                   { return d.reply().write(w) }
+func (d denial) serve(w http.ResponseWriter)               { d.reply().serve(w) }
+
+// upstreamReply says why an upstream could not be reached or did not
+// answer; it is not a policy decision, so it has no X-Osandbox-Decision.
+func upstreamReply(err error) jsonReply {
+	b, _ := json.Marshal(map[string]string{"error": "upstream_error", "detail": err.Error()})
+	return jsonReply{status: http.StatusBadGateway, body: append(b, '\n')}
+}
+
+// jsonReply is a response osandbox makes itself (a denial, an upstream
+// error), sent whichever way the path at hand answers: as an
+// *http.Response for goproxy's hooks, through a ResponseWriter, or raw on
+// a connection that then closes.
+type jsonReply struct {
+	status   int
+	decision string // X-Osandbox-Decision; "" for none
+	body     []byte
+}
+
+func (j jsonReply) header() http.Header {
 	h := http.Header{}
 	h.Set("Content-Type", "application/json")
-	h.Set("X-Osandbox-Decision", d.headerValue())
-	h.Set("Content-Length", strconv.Itoa(len(body)))
+	if j.decision != "" {
+		h.Set("X-Osandbox-Decision", j.decision)
+	}
+	h.Set("Content-Length", strconv.Itoa(len(j.body)))
+	return h
+}
+
+func (j jsonReply) response(req *http.Request) *http.Response {
 	return &http.Response{
-		StatusCode:    d.Status,
-		Status:        fmt.Sprintf("%d %s", d.Status, http.StatusText(d.Status)),
-		Proto:         "HTTP/1.1",
-		ProtoMajor:    1,
-		ProtoMinor:    1,
-		Header:        h,
-		Body:          io.NopCloser(bytes.NewReader(body)),
-		ContentLength: int64(len(body)),
-		Request:       req,
+		StatusCode: j.status, Status: fmt.Sprintf("%d %s", j.status, http.StatusText(j.status)),
+		Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, Header: j.header(),
+		Body: io.NopCloser(bytes.NewReader(j.body)), ContentLength: int64(len(j.body)), Request: req,
 	}
 }
 
-// write sends the denial on a raw connection and asks the client to close.
-func (d denial) write(w io.Writer) error {
-	body := d.body()
-	var b strings.Builder
-	fmt.Fprintf(&b, "HTTP/1.1 %d %s\r\n", d.Status, http.StatusText(d.Status))
-	fmt.Fprintf(&b, "Content-Type: application/json\r\nX-Osandbox-Decision: %s\r\n", d.headerValue())
-	fmt.Fprintf(&b, "Content-Length: %d\r\nConnection: close\r\n\r\n", len(body))
-	_, err := io.WriteString(w, b.String()+string(body))
+// write sends the reply on a raw connection and tells the client it closes.
+func (j jsonReply) write(w io.Writer) error {
+	if err := writeHead(w, &http.Response{StatusCode: j.status, Header: j.header()}, true); err != nil {
+		return err
+	}
+	_, err := w.Write(j.body)
 	return err
 }
 
-// serve writes the denial through a ResponseWriter.
-func (d denial) serve(w http.ResponseWriter) {
-	body := d.body()
-	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	h.Set("X-Osandbox-Decision", d.headerValue())
-	h.Set("Content-Length", strconv.Itoa(len(body)))
-	w.WriteHeader(d.Status)
-	_, _ = w.Write(body)
+func (j jsonReply) serve(w http.ResponseWriter) {
+	for k, v := range j.header() {
+		w.Header()[k] = v
+	}
+	w.WriteHeader(j.status)
+	_, _ = w.Write(j.body)
 }

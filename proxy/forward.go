@@ -1,16 +1,11 @@
 package proxy
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
-	"fmt"
-	"io"
 	"log"
 	"net/http"
 	"net/http/httptrace"
-	"strconv"
 	"strings"
 	"time"
 
@@ -91,7 +86,7 @@ func (p *Proxy) forwardResponse(resp *http.Response, ctx *goproxy.ProxyCtx) *htt
 		}
 		p.log.WithError(ctx.Error).Debugf("forward %s %s", r.Method, st.target)
 		p.emitRequest(st.conn, audit.ProtoHTTP, r.Method, st.target, st.path, st.dec, http.StatusBadGateway, st.dst)
-		return upstreamError(r, http.StatusBadGateway, ctx.Error)
+		return upstreamReply(ctx.Error).response(r)
 	}
 	if resp.StatusCode == http.StatusSwitchingProtocols {
 		// The client did not ask to upgrade (those requests never reach
@@ -106,33 +101,6 @@ func (p *Proxy) forwardResponse(resp *http.Response, ctx *goproxy.ProxyCtx) *htt
 	// (and those its Connection names) are this hop's only.
 	removeHopHeaders(resp.Header)
 	return resp
-}
-
-// upstreamErrorBody says why an upstream could not be reached or did not
-// answer; it is not a policy decision, so it has no X-Osandbox-Decision.
-func upstreamErrorBody(err error) []byte {
-	b, _ := json.Marshal(map[string]string{"error": "upstream_error", "detail": err.Error()})
-	return append(b, '\n')
-}
-
-func upstreamError(req *http.Request, status int, err error) *http.Response {
-	body := upstreamErrorBody(err)
-	h := http.Header{}
-	h.Set("Content-Type", "application/json")
-	h.Set("Content-Length", strconv.Itoa(len(body)))
-	return &http.Response{
-		StatusCode: status, Status: fmt.Sprintf("%d %s", status, http.StatusText(status)),
-		Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, Header: h,
-		Body: io.NopCloser(bytes.NewReader(body)), ContentLength: int64(len(body)), Request: req,
-	}
-}
-
-func serveUpstreamError(w http.ResponseWriter, status int, err error) {
-	body := upstreamErrorBody(err)
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
-	w.WriteHeader(status)
-	_, _ = w.Write(body)
 }
 
 func denyDecision(reason policies.Reason) policies.Decision {

@@ -74,7 +74,7 @@ func (p *Proxy) intercept(client, up net.Conn, t target) (*tls.Conn, *tls.Conn, 
 	}
 	uc := tls.Client(up, p.upstreamTLS(t.Host))
 	if err := uc.HandshakeContext(ctx); err != nil {
-		serveUpstreamErrorRaw(tc, err)
+		_ = upstreamReply(err).write(tc)
 		_ = tc.Close()
 		return nil, nil, err
 	}

@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"strconv"
 	"time"
 
 	"github.com/osandbox/osandbox/audit"
@@ -236,7 +235,7 @@ func (p *Proxy) relayAllowed(s *session, req *http.Request, dec policies.Decisio
 	case res.Err != nil && res.Status == 0:
 		p.log.WithError(res.Err).Debugf("%s %s%s", req.Method, s.target, path)
 		p.emitExchange(s, req.Method, path, upg, dec, audit.DecisionAllow, http.StatusBadGateway)
-		serveUpstreamErrorRaw(s.client, res.Err)
+		_ = upstreamReply(res.Err).write(s.client)
 		return false
 	}
 	if res.Outcome.Kind != Upgraded {
@@ -285,17 +284,6 @@ func (p *Proxy) emitExchange(s *session, method, path, upg string, dec policies.
 		Proto: s.proto, Method: method, Host: s.target.Host, Port: s.target.Port, Path: path,
 		Upgrade: upg, Status: status, Dst: s.dstAddr(),
 	})
-}
-
-func serveUpstreamErrorRaw(w io.Writer, err error) {
-	body := upstreamErrorBody(err)
-	resp := &http.Response{StatusCode: http.StatusBadGateway, Header: http.Header{
-		"Content-Type":   {"application/json"},
-		"Content-Length": {strconv.Itoa(len(body))},
-	}}
-	if writeHead(w, resp, true) == nil {
-		_, _ = w.Write(body)
-	}
 }
 
 // newSessionReader gives a hijacked client connection a reader large

@@ -55,7 +55,7 @@ func (p *Proxy) serveForwardUpgrade(w http.ResponseWriter, r *http.Request) {
 		}
 		p.emitRequest(conn, audit.ProtoHTTP, r.Method, t, path, dec, http.StatusBadGateway, "")
 		w.Header().Set("Connection", "close")
-		serveUpstreamError(w, http.StatusBadGateway, err)
+		upstreamReply(err).serve(w)
 		return
 	}
 	proto, defPort := audit.ProtoHTTP, 80
@@ -70,7 +70,7 @@ func (p *Proxy) serveForwardUpgrade(w http.ResponseWriter, r *http.Request) {
 			up.Close()
 			p.emitRequest(conn, audit.ProtoHTTPS, r.Method, t, path, dec, http.StatusBadGateway, "")
 			w.Header().Set("Connection", "close")
-			serveUpstreamError(w, http.StatusBadGateway, err)
+			upstreamReply(err).serve(w)
 			return
 		}
 		up, proto, defPort = tc, audit.ProtoHTTPS, 443
