@@ -43,6 +43,13 @@ func (s *syncBuffer) Bytes() []byte {
 // test ends. mutate, if non-nil, adjusts the Config first.
 func startProxy(t *testing.T, policyYAML string, mutate func(*Config)) *testProxy {
 	t.Helper()
+	return startProxyHooked(t, policyYAML, mutate, nil)
+}
+
+// startProxyHooked is startProxy with hook run on the Proxy before it
+// serves: the place to replace the dialer's dialAddr without a race.
+func startProxyHooked(t *testing.T, policyYAML string, mutate func(*Config), hook func(*Proxy)) *testProxy {
+	t.Helper()
 	pol, err := policies.Parse([]byte(policyYAML), "test.yaml")
 	if err != nil {
 		t.Fatalf("policy: %v", err)
@@ -56,6 +63,9 @@ func startProxy(t *testing.T, policyYAML string, mutate func(*Config)) *testProx
 	p, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if hook != nil {
+		hook(p)
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -87,45 +87,6 @@ func (d *dialRecorder) addrs() []netip.AddrPort {
 	return slices.Clone(d.dialed)
 }
 
-// startProxyHooked is startProxy with hook run on the Proxy before it
-// serves: the place to replace the dialer's dialAddr without a race.
-func startProxyHooked(t *testing.T, policyYAML string, mutate func(*Config), hook func(*Proxy)) *testProxy {
-	t.Helper()
-	pol, err := policies.Parse([]byte(policyYAML), "test.yaml")
-	if err != nil {
-		t.Fatalf("policy: %v", err)
-	}
-	buf := &syncBuffer{}
-	log := audit.New(buf, audit.Options{Sandbox: "test", FlushInterval: time.Hour})
-	cfg := Config{Policy: pol, Audit: log}
-	if mutate != nil {
-		mutate(&cfg)
-	}
-	p, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	hook(p)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		if err := p.Serve(ln); err != nil {
-			t.Errorf("serve: %v", err)
-		}
-	}()
-	tp := &testProxy{Proxy: p, Addr: ln.Addr().String(), audit: buf, log: log}
-	t.Cleanup(func() {
-		p.Close()
-		<-done
-		log.Close()
-	})
-	return tp
-}
-
 var (
 	public1   = netip.MustParseAddr("203.0.113.10") // "public": allow_private lets the guard pass it
 	public2   = netip.MustParseAddr("203.0.113.11") // "public", but nothing answers there
