@@ -10,6 +10,7 @@ import (
 	"bufio"
 	"crypto/sha1"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -348,13 +349,14 @@ func TestUpstreamKilledMidWebSocketInSandbox(t *testing.T) {
 	})
 }
 
-// TestCaptureHostileRequests: the capture path runs the same request loop
-// as an inspected CONNECT. A client that ignores the proxy variables
-// reaches an inspected name through capture and sends ambiguous framing,
-// an oversize head and a Host for another name: each gets its 400, 431 or
-// 421 and is audited, and the request hidden behind the smuggling cases
-// never reaches the server.
-func TestCaptureHostileRequests(t *testing.T) {
+// TestHostileRequestsE2E: the forward path and the capture path read heads
+// with the same request loop as an inspected CONNECT. A client sends
+// ambiguous framing, an oversize head, a bad version and (through capture)
+// a Host for another name, both to the proxy as absolute-URI requests and
+// to an inspected name through capture: each gets its 400, 431 or 421 as
+// the JSON denial and is audited, and the request hidden behind the
+// smuggling cases never reaches the server.
+func TestHostileRequestsE2E(t *testing.T) {
 	forEachUser(t, func(t *testing.T, sb *sandbox) {
 		echo, _ := newHeaderEcho(t, "")
 		sb.runs++
@@ -376,58 +378,85 @@ deny:
 allow_private: [127.0.0.1/32]
 `, captureAllowed, echo.port))
 		host := fmt.Sprintf("%s:%d", captureAllowed, echo.port)
-		hidden := "GET /admin/secret HTTP/1.1\r\nHost: " + host + "\r\n\r\n"
-		cases := []struct {
-			name, raw string
-			status    int
-			reason    string
+		for _, path := range []struct {
+			name, addr, prefix string
 		}{
-			{"cl_te", fmt.Sprintf("POST /a HTTP/1.1\r\nHost: %s\r\nContent-Length: %d\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n%s",
-				host, 5+len(hidden), hidden), 400, "bad_request"},
-			{"te_cl", fmt.Sprintf("POST /a HTTP/1.1\r\nHost: %s\r\nTransfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n%x\r\n%s\r\n0\r\n\r\n",
-				host, len(hidden), hidden), 400, "bad_request"},
-			{"duplicate_cl", fmt.Sprintf("POST /a HTTP/1.1\r\nHost: %s\r\nContent-Length: 0\r\nContent-Length: %d\r\n\r\n%s",
-				host, len(hidden), hidden), 400, "bad_request"},
-			{"obs_fold", fmt.Sprintf("GET /a HTTP/1.1\r\nHost: %s\r\nX-A: b\r\n c\r\n\r\n", host), 400, "bad_request"},
-			{"bare_lf", fmt.Sprintf("GET /a HTTP/1.1\nHost: %s\n\n", host), 400, "bad_request"},
-			{"chunk_overflow", fmt.Sprintf("POST /a HTTP/1.1\r\nHost: %s\r\nTransfer-Encoding: chunked\r\n\r\n1000000000000000a\r\nabcdefghij\r\n0\r\n\r\n", host),
-				400, "bad_request"},
-			{"head_over_64KiB", fmt.Sprintf("GET /a HTTP/1.1\r\nHost: %s\r\nX-Big: %s\r\n\r\n", host, strings.Repeat("a", 70<<10)),
-				431, "header_too_large"},
-			{"host_mismatch", fmt.Sprintf("GET /a HTTP/1.1\r\nHost: %s:%d\r\n\r\n", captureOther, echo.port), 421, "host_mismatch"},
-		}
-		var raws []string
-		for _, c := range cases {
-			raws = append(raws, c.raw)
-		}
-		r, got := sb.rawExchanges(t, captureFlags(policy, captureAllowed), host, raws...)
-		for i, raw := range got {
-			if resps := responses(t, raw, "POST"); resps[0].status != cases[i].status {
-				t.Errorf("%s: status %d, want %d", cases[i].name, resps[0].status, cases[i].status)
-			}
-		}
-		var reasons []string
-		for _, e := range r.only(audit.EventRequest) {
-			reasons = append(reasons, e.Reason)
-			if e.Decision != audit.DecisionDeny || e.Host != captureAllowed {
-				t.Errorf("request event %s", e.fields)
-			}
-		}
-		if len(reasons) != len(cases) {
-			t.Fatalf("request events %v, want one per case; log:\n%s", reasons, r.dump())
-		}
-		for i, c := range cases {
-			if reasons[i] != c.reason {
-				t.Errorf("%s audited as %s, want %s", c.name, reasons[i], c.reason)
-			}
-		}
-		// A chunked head goes upstream before its body is read, so the
-		// server may see the chunk_overflow case begin (and never end); it
-		// must never see the hidden request.
-		for _, seen := range echo.hosts() {
-			if !strings.HasPrefix(seen, "/a ") {
-				t.Errorf("the server got %q", seen)
-			}
+			{"forward", "127.0.0.1:3128", "http://" + host},
+			{"capture", host, ""},
+		} {
+			t.Run(path.name, func(t *testing.T) {
+				hostileRequestsE2E(t, sb, policy, path.addr, path.prefix, host, echo)
+			})
 		}
 	})
+}
+
+// hostileRequestsE2E sends the hostile requests to addr, with request
+// targets that start with prefix (the absolute URI's scheme and authority
+// on the forward path, nothing through capture).
+func hostileRequestsE2E(t *testing.T, sb *sandbox, policy, addr, prefix, host string, echo *headerEcho) {
+	hidden := "GET " + prefix + "/admin/secret HTTP/1.1\r\nHost: " + host + "\r\n\r\n"
+	type hostileCase struct {
+		name, raw string
+		status    int
+		reason    string
+	}
+	cases := []hostileCase{
+		{"cl_te", fmt.Sprintf("POST %s/a HTTP/1.1\r\nHost: %s\r\nContent-Length: %d\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n%s",
+			prefix, host, 5+len(hidden), hidden), 400, "bad_request"},
+		{"te_cl", fmt.Sprintf("POST %s/a HTTP/1.1\r\nHost: %s\r\nTransfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n%x\r\n%s\r\n0\r\n\r\n",
+			prefix, host, len(hidden), hidden), 400, "bad_request"},
+		{"duplicate_cl", fmt.Sprintf("POST %s/a HTTP/1.1\r\nHost: %s\r\nContent-Length: 0\r\nContent-Length: %d\r\n\r\n%s",
+			prefix, host, len(hidden), hidden), 400, "bad_request"},
+		{"obs_fold", fmt.Sprintf("GET %s/a HTTP/1.1\r\nHost: %s\r\nX-A: b\r\n c\r\n\r\n", prefix, host), 400, "bad_request"},
+		{"bare_lf", fmt.Sprintf("GET %s/a HTTP/1.1\nHost: %s\n\n", prefix, host), 400, "bad_request"},
+		{"chunk_overflow", fmt.Sprintf("POST %s/a HTTP/1.1\r\nHost: %s\r\nTransfer-Encoding: chunked\r\n\r\n1000000000000000a\r\nabcdefghij\r\n0\r\n\r\n",
+			prefix, host), 400, "bad_request"},
+		{"head_over_64KiB", fmt.Sprintf("GET %s/a HTTP/1.1\r\nHost: %s\r\nX-Big: %s\r\n\r\n", prefix, host, strings.Repeat("a", 70<<10)),
+			431, "header_too_large"},
+		{"http_2_0", fmt.Sprintf("GET %s/a HTTP/2.0\r\nHost: %s\r\n\r\n", prefix, host), 400, "bad_request"},
+	}
+	if prefix == "" {
+		cases = append(cases, hostileCase{"host_mismatch", fmt.Sprintf("GET /a HTTP/1.1\r\nHost: %s:%d\r\n\r\n", captureOther, echo.port), 421, "host_mismatch"})
+	} else {
+		cases = append(cases, hostileCase{"origin_form_to_proxy", fmt.Sprintf("GET /a HTTP/1.1\r\nHost: %s\r\n\r\n", host), 400, "bad_request"})
+	}
+	var raws []string
+	for _, c := range cases {
+		raws = append(raws, c.raw)
+	}
+	r, got := sb.rawExchanges(t, captureFlags(policy, captureAllowed), addr, raws...)
+	for i, raw := range got {
+		resp := responses(t, raw, "POST")[0]
+		if resp.status != cases[i].status {
+			t.Errorf("%s: status %d, want %d", cases[i].name, resp.status, cases[i].status)
+		}
+		var d struct{ Error, Reason string }
+		if err := json.Unmarshal([]byte(resp.body), &d); err != nil || d.Reason != cases[i].reason {
+			t.Errorf("%s: body %q, want the JSON denial with reason %s", cases[i].name, resp.body, cases[i].reason)
+		}
+	}
+	var reasons []string
+	for _, e := range r.only(audit.EventRequest) {
+		reasons = append(reasons, e.Reason)
+		if e.Decision != audit.DecisionDeny {
+			t.Errorf("request event %s", e.fields)
+		}
+	}
+	if len(reasons) != len(cases) {
+		t.Fatalf("request events %v, want one per case; log:\n%s", reasons, r.dump())
+	}
+	for i, c := range cases {
+		if reasons[i] != c.reason {
+			t.Errorf("%s audited as %s, want %s", c.name, reasons[i], c.reason)
+		}
+	}
+	// A chunked head goes upstream before its body is read, so the
+	// server may see the chunk_overflow case begin (and never end); it
+	// must never see the hidden request.
+	for _, seen := range echo.hosts() {
+		if !strings.HasPrefix(seen, "/a ") {
+			t.Errorf("the server got %q", seen)
+		}
+	}
 }

@@ -31,38 +31,7 @@ const reasonNotHTTP policies.Reason = "not_http"
 // redirected to ln (programs that ignore the proxy variables). Each is
 // named from its original destination and decided like a CONNECT.
 func (p *Proxy) ServeCapture(ln net.Listener) error {
-	if !p.addListener(ln) {
-		return nil
-	}
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			if p.isClosed() {
-				return nil
-			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				continue
-			}
-			return err
-		}
-		if !p.admit() {
-			p.active.Add(-1)
-			c.Close()
-			continue
-		}
-		p.mu.Lock()
-		p.limited[c] = struct{}{}
-		p.mu.Unlock()
-		if !p.track(c) {
-			c.Close()
-			return nil
-		}
-		go func() {
-			defer p.untrack(c)
-			p.serveCaptured(c)
-		}()
-	}
+	return p.serveListener(ln, p.serveCaptured)
 }
 
 // sniffed is what the first bytes of a captured connection say.
@@ -120,12 +89,11 @@ func (p *Proxy) serveCaptured(c net.Conn) {
 		return
 	}
 	p.emitCaptured(id, sn.kind, t, dec, up.RemoteAddr().String())
-	if !p.track(up) {
-		c.Close()
+	if !p.hold(up) {
 		up.Close()
 		return
 	}
-	defer p.untrack(up)
+	defer p.release(up)
 	if dec.Inspect {
 		// An address without a name cannot be pinned to one: the Host header
 		// it carries is the only name there is.

@@ -11,58 +11,47 @@ import (
 	"github.com/osandbox/osandbox/policies"
 )
 
-// serveConnect decides a CONNECT on host and port, dials the checked
-// address before answering, and then tunnels.
-func (p *Proxy) serveConnect(w http.ResponseWriter, r *http.Request) {
-	conn := connID(r.Context())
-	t, err := parseAuthority(r.Host, 0)
-	if err != nil {
-		d := newDenial(policies.ReasonBadRequest, r.Method, r.Host, 0, "")
-		p.emitConnect(conn, target{Host: r.Host}, denyDecision(policies.ReasonBadRequest), d.Status, "")
-		w.Header().Set("Connection", "close")
-		d.serve(w)
+// serveConnect decides a CONNECT read by the client loop of s, dials the
+// checked address before answering, and then tunnels: blind, or through
+// the inspected request loop when the target has http rules.
+func (p *Proxy) serveConnect(s *session, req *http.Request) {
+	t, err := parseAuthority(req.URL.Host, 0)
+	if err != nil || req.URL.Host == "" {
+		p.refuseConnect(s, target{Host: req.Host}, denyDecision(policies.ReasonBadRequest))
 		return
 	}
 	dec := p.decide(policies.Request{Host: t.Host, Port: t.Port})
 	if dec.Action != policies.Allow {
-		p.refuseConnect(w, conn, t, dec)
+		p.refuseConnect(s, t, dec)
 		return
 	}
-	up, err := p.dialer.dial(r.Context(), dec, t.Host, t.Port)
+	up, err := p.dialer.dial(p.ctx, dec, t.Host, t.Port)
 	if err != nil {
 		var deny *DenyError
 		if errors.As(err, &deny) {
-			p.refuseConnect(w, conn, t, denyDecision(deny.Reason))
+			p.refuseConnect(s, t, denyDecision(deny.Reason))
 			return
 		}
 		p.log.WithError(err).Debugf("CONNECT %s", t)
-		p.emitConnect(conn, t, dec, http.StatusBadGateway, "")
-		w.Header().Set("Connection", "close")
-		upstreamReply(err).serve(w)
+		p.emitConnect(s.id, t, dec, http.StatusBadGateway, "")
+		_ = upstreamReply(err).write(s.client)
+		s.refused = true
 		return
 	}
-	client, brw, err := http.NewResponseController(w).Hijack()
-	if err != nil {
-		up.Close()
-		p.log.WithError(err).Warn("CONNECT: cannot take over the client connection")
-		return
-	}
-	if !p.track(client, up) {
-		client.Close()
+	if !p.hold(up) {
 		up.Close()
 		return
 	}
-	// The handler returns now, so that net/http lets go of its state for
-	// this connection (reader, writer, the handler's stack) while the
-	// tunnel lasts.
-	go p.serveTunnel(conn, client, brw.Reader, up, t, dec)
+	defer p.release(up)
+	// The tunnel keeps only the bytes that came after the CONNECT head,
+	// not the reader that holds them.
+	br := s.clientR
+	s.clientR = nil
+	p.serveTunnel(s.id, s.client, br, up, t, dec)
 }
 
 // serveTunnel answers an accepted CONNECT and runs its tunnel.
 func (p *Proxy) serveTunnel(conn uint64, client net.Conn, br *bufio.Reader, up net.Conn, t target, dec policies.Decision) {
-	defer p.untrack(client, up)
-	// A hijacked conn keeps the deadlines the server set for reading heads.
-	_ = client.SetDeadline(time.Time{})
 	dst := up.RemoteAddr().String()
 	p.emitConnect(conn, t, dec, http.StatusOK, dst)
 	if _, err := client.Write([]byte("HTTP/1.1 200 Connection established\r\n\r\n")); err != nil {
@@ -80,11 +69,13 @@ func (p *Proxy) serveTunnel(conn uint64, client net.Conn, br *bufio.Reader, up n
 	p.emitClose(conn, audit.ProtoConnect, t, pp.run())
 }
 
-func (p *Proxy) refuseConnect(w http.ResponseWriter, conn uint64, t target, dec policies.Decision) {
+// refuseConnect answers a CONNECT with its denial before any tunnel
+// exists; the client connection then closes.
+func (p *Proxy) refuseConnect(s *session, t target, dec policies.Decision) {
 	d := newDenial(dec.Reason, http.MethodConnect, t.Host, t.Port, "")
-	p.emitConnect(conn, t, dec, d.Status, "")
-	w.Header().Set("Connection", "close")
-	d.serve(w)
+	p.emitConnect(s.id, t, dec, d.Status, "")
+	_ = d.write(s.client)
+	s.refused = true
 }
 
 func (p *Proxy) emitConnect(conn uint64, t target, dec policies.Decision, status int, dst string) {

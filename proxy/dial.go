@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -107,27 +106,4 @@ func (d *dialer) dial(ctx context.Context, dec policies.Decision, host string, p
 		}
 	}
 	return nil, fmt.Errorf("dial %s: %w", net.JoinHostPort(host, strconv.Itoa(port)), firstErr)
-}
-
-// decisionKey carries the policy decision from the request hook to the
-// transport's dial, so the forward path dials through the same guard.
-type decisionKey struct{}
-
-// dialContext adapts dial to http.Transport.DialContext. The decision made
-// for the request travels in ctx; a dial without one is refused, so nothing
-// reaches the network without a decision.
-func (d *dialer) dialContext(ctx context.Context, _, addr string) (net.Conn, error) {
-	dec, ok := ctx.Value(decisionKey{}).(policies.Decision)
-	if !ok {
-		return nil, errors.New("internal: dial without a policy decision")
-	}
-	host, portStr, err := net.SplitHostPort(addr)
-	if err != nil {
-		return nil, err
-	}
-	port, err := strconv.Atoi(portStr)
-	if err != nil {
-		return nil, fmt.Errorf("bad port in %q", addr)
-	}
-	return d.dial(ctx, dec, host, port)
 }

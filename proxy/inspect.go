@@ -84,7 +84,7 @@ func (p *Proxy) intercept(client, up net.Conn, t target) (*tls.Conn, *tls.Conn, 
 // upstreamTLS is the client side of TLS to an upstream: verified against
 // the system roots plus --upstream-ca, HTTP/1.1 only.
 func (p *Proxy) upstreamTLS(host string) *tls.Config {
-	cfg := p.tr.TLSClientConfig.Clone()
+	cfg := p.upstreamTLSBase.Clone()
 	cfg.ServerName = host
 	cfg.NextProtos = []string{"http/1.1"}
 	return cfg

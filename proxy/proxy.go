@@ -3,10 +3,13 @@
 // dials only addresses the SSRF guard checked, and records each decision in
 // the audit log.
 //
-// Paths: plain forward-proxy HTTP goes through goproxy; CONNECT (blind or
-// inspected) and requests carrying Upgrade go through a front handler of our
-// own, which keeps the client bytes net/http buffered and does the 101
-// switch (see relay.go). The package knows nothing about namespaces.
+// Every client connection is served by one request loop of our own
+// (session.go): it reads each request head within the limits, refuses what
+// an upstream could frame differently, decides, and relays with the
+// 101-aware relay (relay.go). CONNECT tunnels, inspected CONNECTs (plain or
+// TLS intercepted with leaves from goproxy's signer, ca.go), absolute-URI
+// forward requests and captured connections all share it. The package knows
+// nothing about namespaces.
 package proxy
 
 import (
@@ -15,13 +18,11 @@ import (
 	"crypto/x509"
 	"errors"
 	"net"
-	"net/http"
 	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/elazarl/goproxy"
 	"github.com/miekg/dns"
 	"github.com/sirupsen/logrus"
 
@@ -105,25 +106,25 @@ type Proxy struct {
 	limits Limits
 	log    *logrus.Entry
 	dialer *dialer
-	tr     *http.Transport
-	gp     *goproxy.ProxyHttpServer
-	srv    *http.Server
+	// upstreamTLS is the base of every TLS client config to an upstream.
+	upstreamTLSBase *tls.Config
+
+	// ctx ends with Close, and with it the dials and handshakes in flight.
+	ctx    context.Context
+	cancel context.CancelFunc
 
 	mu     sync.Mutex
 	closed bool
-	// hijacked are connections net/http no longer tracks (tunnels, upgrades):
-	// Close closes them, and wg waits for their goroutines.
-	hijacked map[net.Conn]struct{}
-	wg       sync.WaitGroup
-	// listeners and dnsServers are served outside net/http; Close stops them.
+	// conns are every client and upstream connection open: Close closes
+	// them, and wg waits for the goroutines that serve them.
+	conns map[net.Conn]struct{}
+	wg    sync.WaitGroup
+	// listeners and dnsServers are what Close stops first.
 	listeners  []net.Listener
 	dnsServers []*dns.Server
 
-	// active counts client connections against Limits.MaxConns; limited
-	// holds those that left net/http (hijacked or captured), released by
-	// untrack.
-	active  atomic.Int64
-	limited map[net.Conn]struct{}
+	// active counts client connections against Limits.MaxConns.
+	active atomic.Int64
 
 	// names maps the DNS stub's synthetic addresses back to names.
 	names *nameMap
@@ -140,64 +141,14 @@ func New(cfg Config) (*Proxy, error) {
 		l.SetLevel(logrus.PanicLevel)
 		log = logrus.NewEntry(l)
 	}
-	p := &Proxy{cfg: cfg, limits: cfg.Limits.withDefaults(), log: log, hijacked: map[net.Conn]struct{}{},
-		limited: map[net.Conn]struct{}{}, names: newNameMap()}
+	p := &Proxy{cfg: cfg, limits: cfg.Limits.withDefaults(), log: log, conns: map[net.Conn]struct{}{},
+		names: newNameMap()}
+	p.ctx, p.cancel = context.WithCancel(context.Background())
 	p.dialer = newDialer(cfg.Policy, cfg.Pins, cfg.Resolver, p.limits.DialTimeout)
 	// RootCAs nil makes crypto/tls load the system roots on first use, so a
 	// run that never verifies an upstream does not pay for reading them.
-	roots := cfg.UpstreamCAs
-	p.tr = &http.Transport{
-		Proxy:                  nil, // never chain through the proxy variables of our own environment
-		DialContext:            p.dialer.dialContext,
-		TLSClientConfig:        &tls.Config{RootCAs: roots, NextProtos: []string{"http/1.1"}},
-		TLSHandshakeTimeout:    p.limits.TLSTimeout,
-		ResponseHeaderTimeout:  p.limits.ResponseTimeout,
-		ExpectContinueTimeout:  time.Second,
-		IdleConnTimeout:        90 * time.Second,
-		MaxIdleConnsPerHost:    64,
-		DisableCompression:     true,
-		MaxResponseHeaderBytes: 1 << 20,
-	}
-	p.gp = p.newGoproxy()
-	p.srv = &http.Server{
-		Handler:           p,
-		ReadHeaderTimeout: p.limits.HeaderTimeout,
-		IdleTimeout:       p.limits.IdleClientTimeout,
-		MaxHeaderBytes:    p.limits.MaxHeaderBytes,
-		ConnContext:       p.connContext,
-		ConnState:         p.connState,
-		ErrorLog:          newStdLogger(log),
-	}
+	p.upstreamTLSBase = &tls.Config{RootCAs: cfg.UpstreamCAs, NextProtos: []string{"http/1.1"}}
 	return p, nil
-}
-
-// connKey carries the audit connection id of a client connection.
-type connKey struct{}
-
-func (p *Proxy) connContext(ctx context.Context, _ net.Conn) context.Context {
-	return context.WithValue(ctx, connKey{}, p.cfg.Audit.NextConn())
-}
-
-func connID(ctx context.Context) uint64 {
-	id, _ := ctx.Value(connKey{}).(uint64)
-	return id
-}
-
-// connState enforces Limits.MaxConns on the proxy listener: a connection
-// past the limit is closed before a byte is read.
-func (p *Proxy) connState(c net.Conn, state http.ConnState) {
-	switch state {
-	case http.StateNew:
-		if !p.admit() {
-			c.Close()
-		}
-	case http.StateClosed:
-		p.active.Add(-1)
-	case http.StateHijacked:
-		p.mu.Lock()
-		p.limited[c] = struct{}{}
-		p.mu.Unlock()
-	}
 }
 
 // admit counts a new client connection; false when over the limit (it
@@ -210,13 +161,47 @@ func (p *Proxy) admit() bool {
 	return true
 }
 
-// Serve accepts connections on ln until Close. It returns nil after Close.
+// Serve serves the proxy listener until Close: forward-proxy requests,
+// CONNECT and upgrades (session.go). It returns nil after Close.
 func (p *Proxy) Serve(ln net.Listener) error {
-	err := p.srv.Serve(ln)
-	if errors.Is(err, http.ErrServerClosed) {
+	return p.serveListener(ln, p.serveClient)
+}
+
+// serveListener accepts connections on ln until Close, each served by
+// serve in a goroutine of its own and counted against Limits.MaxConns.
+func (p *Proxy) serveListener(ln net.Listener, serve func(net.Conn)) error {
+	if !p.addListener(ln) {
 		return nil
 	}
-	return err
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if p.isClosed() {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			return err
+		}
+		if !p.admit() {
+			p.active.Add(-1)
+			c.Close()
+			continue
+		}
+		if !p.track(c) {
+			p.active.Add(-1)
+			c.Close()
+			return nil
+		}
+		go func() {
+			defer p.active.Add(-1)
+			defer p.untrack(c)
+			defer c.Close()
+			serve(c)
+		}()
+	}
 }
 
 // Close stops the listeners, closes every client and upstream connection,
@@ -224,20 +209,19 @@ func (p *Proxy) Serve(ln net.Listener) error {
 func (p *Proxy) Close() error {
 	p.mu.Lock()
 	p.closed = true
+	p.cancel()
 	for _, ln := range p.listeners {
 		ln.Close()
 	}
 	for _, srv := range p.dnsServers {
 		_ = srv.Shutdown()
 	}
-	for c := range p.hijacked {
+	for c := range p.conns {
 		c.Close()
 	}
 	p.mu.Unlock()
-	err := p.srv.Close()
 	p.wg.Wait()
-	p.tr.CloseIdleConnections()
-	return err
+	return nil
 }
 
 func (p *Proxy) isClosed() bool {
@@ -246,8 +230,8 @@ func (p *Proxy) isClosed() bool {
 	return p.closed
 }
 
-// addListener registers a listener served outside net/http; false when
-// the proxy is closing (the listener is then closed).
+// addListener registers a listener for Close to stop; false when the proxy
+// is closing (the listener is then closed).
 func (p *Proxy) addListener(ln net.Listener) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -259,55 +243,40 @@ func (p *Proxy) addListener(ln net.Listener) bool {
 	return true
 }
 
-// track registers conns that net/http no longer owns. It returns false when
-// the proxy is closing; the caller must then close them itself.
-func (p *Proxy) track(conns ...net.Conn) bool {
+// track registers a client connection and the goroutine serving it. It
+// returns false when the proxy is closing; the caller must then close c.
+func (p *Proxy) track(c net.Conn) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.closed {
 		return false
 	}
-	for _, c := range conns {
-		p.hijacked[c] = struct{}{}
-	}
+	p.conns[c] = struct{}{}
 	p.wg.Add(1)
 	return true
 }
 
-func (p *Proxy) untrack(conns ...net.Conn) {
+func (p *Proxy) untrack(c net.Conn) {
 	p.mu.Lock()
-	for _, c := range conns {
-		delete(p.hijacked, c)
-		if _, ok := p.limited[c]; ok {
-			delete(p.limited, c)
-			p.active.Add(-1)
-		}
-	}
+	delete(p.conns, c)
 	p.mu.Unlock()
 	p.wg.Done()
 }
 
-// ServeHTTP is the front handler: CONNECT and upgrades are ours, the rest
-// is goproxy's forward path.
-func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	// Close waits for handlers in flight, so that their audit events are
-	// written before it returns.
+// hold registers an upstream connection for Close to close; false when the
+// proxy is closing (the caller must then close c).
+func (p *Proxy) hold(c net.Conn) bool {
 	p.mu.Lock()
+	defer p.mu.Unlock()
 	if p.closed {
-		p.mu.Unlock()
-		w.Header().Set("Connection", "close")
-		http.Error(w, "osandbox: shutting down", http.StatusServiceUnavailable)
-		return
+		return false
 	}
-	p.wg.Add(1)
+	p.conns[c] = struct{}{}
+	return true
+}
+
+func (p *Proxy) release(c net.Conn) {
+	p.mu.Lock()
+	delete(p.conns, c)
 	p.mu.Unlock()
-	defer p.wg.Done()
-	switch {
-	case r.Method == http.MethodConnect:
-		p.serveConnect(w, r)
-	case r.URL.IsAbs() && isUpgradeRequest(r.Header):
-		p.serveForwardUpgrade(w, r)
-	default:
-		p.gp.ServeHTTP(w, r)
-	}
 }

@@ -99,8 +99,7 @@ type relayResult struct {
 // forwards the response to client. upgrade is the protocol the client
 // asked for, or "". The request body is streamed while the response is
 // read, so 100 Continue and early responses work.
-// last forces the connection to close after the response.
-func (p *Proxy) relay(req *http.Request, up *upstreamConn, client net.Conn, upgrade string, last bool) relayResult {
+func (p *Proxy) relay(req *http.Request, up *upstreamConn, client net.Conn, upgrade string) relayResult {
 	body := &bodyReader{ReadCloser: req.Body}
 	if req.Body != nil && req.Body != http.NoBody {
 		req.Body = body
@@ -176,7 +175,7 @@ func (p *Proxy) relay(req *http.Request, up *upstreamConn, client net.Conn, upgr
 			res = relayResult{Outcome: RelayOutcome{Kind: Consumed}, BodyErr: body.err}
 			break
 		}
-		res = p.writeFinal(req, resp, client, last)
+		res = p.writeFinal(req, resp, client)
 		break
 	}
 	if done, werr := writeDone(); !done || werr != nil {
@@ -258,9 +257,9 @@ func (p *Proxy) switchProtocols(resp *http.Response, up *upstreamConn, client ne
 
 // writeFinal writes a final response with framing the client can
 // trust, and says whether the connection may carry another request.
-func (p *Proxy) writeFinal(req *http.Request, resp *http.Response, client net.Conn, last bool) relayResult {
+func (p *Proxy) writeFinal(req *http.Request, resp *http.Response, client net.Conn) relayResult {
 	defer resp.Body.Close()
-	closeAfter := resp.Close || req.Close || last
+	closeAfter := resp.Close || req.Close
 	chunked := len(resp.TransferEncoding) > 0 && resp.TransferEncoding[0] == "chunked"
 	bodyless := req.Method == http.MethodHead || resp.StatusCode == http.StatusNoContent ||
 		resp.StatusCode == http.StatusNotModified

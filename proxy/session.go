@@ -13,9 +13,11 @@ import (
 	"github.com/osandbox/osandbox/policies"
 )
 
-// session is a client connection whose requests all go to one target over
-// one upstream connection: an inspected CONNECT tunnel (plain or TLS), a
-// captured connection, or a forward-proxy upgrade.
+// session is a client connection and its requests: on the proxy listener
+// (front.go) each request names its own target and the upstream connection
+// is kept while they name the same one; in an inspected CONNECT tunnel
+// (plain or TLS) or a captured connection every request goes to the one
+// target over the one upstream connection.
 type session struct {
 	id      uint64
 	proto   string // audit proto of the requests: http or https
@@ -23,10 +25,9 @@ type session struct {
 	defPort int // the scheme's default port, for Host headers
 	// pin refuses requests whose Host names another host than target.
 	pin bool
-	// last: the connection closes after this exchange whatever the
-	// response says, so the client must be told (a declined forward
-	// upgrade: the connection was taken from net/http).
-	last    bool
+	// refused: a reply was sent without reading all the client sent (a
+	// denial); the connection ends with lingerClose.
+	refused bool
 	client  net.Conn
 	clientR *bufio.Reader
 	up      *upstreamConn
@@ -37,7 +38,7 @@ type session struct {
 }
 
 func (s *session) dstAddr() string {
-	if s.dst == "" {
+	if s.dst == "" && s.up != nil {
 		s.dst = s.up.conn.RemoteAddr().String()
 	}
 	return s.dst
@@ -69,7 +70,14 @@ func (p *Proxy) readRequest(s *session) (*http.Request, bool) {
 	}
 	_ = s.client.SetReadDeadline(time.Now().Add(p.limits.HeaderTimeout))
 	defer s.client.SetReadDeadline(time.Time{})
-	if err := scanHead(s.clientR, p.limits.MaxHeaderBytes); err != nil {
+	err := scanHead(s.clientR, p.limits.MaxHeaderBytes)
+	if errors.Is(err, bufio.ErrBufferFull) {
+		// More than a small reader holds: move to one that holds the
+		// largest head allowed.
+		s.clientR = newSessionReader(s.client, s.clientR, p.limits.MaxHeaderBytes)
+		err = scanHead(s.clientR, p.limits.MaxHeaderBytes)
+	}
+	if err != nil {
 		switch {
 		case errors.Is(err, errHeadTooLarge):
 			p.refuse(s, nil, denyDecision(policies.ReasonHeaderTooLarge))
@@ -83,6 +91,10 @@ func (p *Proxy) readRequest(s *session) (*http.Request, bool) {
 		p.refuse(s, nil, denyDecision(policies.ReasonBadRequest))
 		return nil, false
 	}
+	if req.ProtoMajor != 1 {
+		p.refuseHint(s, req, denyDecision(policies.ReasonBadRequest), "only HTTP/1.0 and HTTP/1.1 are spoken here")
+		return nil, false
+	}
 	return req, true
 }
 
@@ -92,8 +104,8 @@ var (
 )
 
 // scanHead waits until r holds a whole request head and checks its
-// framing, or fails once limit bytes have come without one. r's buffer must
-// be larger than limit. Net/http's parser is lenient where an upstream may
+// framing, or fails once limit bytes have come without one; it fails with
+// bufio.ErrBufferFull when r's buffer fills first. Net/http's parser is lenient where an upstream may
 // read the bytes differently (request smuggling), so the raw head is
 // checked first.
 func scanHead(r *bufio.Reader, limit int) error {
@@ -196,13 +208,22 @@ func (p *Proxy) pinHost(s *session, req *http.Request) bool {
 // refuse answers req (nil for an unreadable head) with the denial dec,
 // audits it with its rule, and tells the client the connection closes.
 func (p *Proxy) refuse(s *session, req *http.Request, dec policies.Decision) {
+	p.refuseHint(s, req, dec, "")
+}
+
+// refuseHint is refuse with a hint of its own (none: the reason's).
+func (p *Proxy) refuseHint(s *session, req *http.Request, dec policies.Decision, hint string) {
 	method, path, upg := "", "", ""
 	if req != nil {
 		method, path, upg = req.Method, requestPath(req.URL), upgradeType(req.Header)
 	}
 	d := newDenial(dec.Reason, method, s.target.Host, s.target.Port, path)
+	if hint != "" {
+		d.Hint = hint
+	}
 	p.emitExchange(s, method, path, upg, dec, audit.DecisionDeny, d.Status)
 	_ = d.write(s.client)
+	s.refused = true
 }
 
 // exchange decides one request, relays it and acts on the outcome. It
@@ -223,7 +244,7 @@ func (p *Proxy) relayAllowed(s *session, req *http.Request, dec policies.Decisio
 	path := requestPath(req.URL)
 	upg := upgradeType(req.Header)
 	prepareOutgoing(req, s, upg)
-	res := p.relay(req, s.up, s.client, upg, s.last)
+	res := p.relay(req, s.up, s.client, upg)
 	switch {
 	case res.BodyErr != nil && res.Status == 0:
 		// The client's body broke its own framing (a bad chunk size, say).
@@ -286,9 +307,8 @@ func (p *Proxy) emitExchange(s *session, method, path, upg string, dec policies.
 	})
 }
 
-// newSessionReader gives a hijacked client connection a reader large
-// enough to hold a whole request head, starting with the bytes net/http had
-// already buffered.
+// newSessionReader gives a client connection a reader large enough to
+// hold a whole request head, starting with the bytes buffered had read.
 func newSessionReader(c net.Conn, buffered *bufio.Reader, maxHead int) *bufio.Reader {
 	var src io.Reader = c
 	if n := buffered.Buffered(); n > 0 {

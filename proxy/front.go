@@ -1,0 +1,204 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/osandbox/osandbox/audit"
+	"github.com/osandbox/osandbox/policies"
+)
+
+// firstReadSize is the client reader's size until a head needs more
+// (readRequest then moves to one that holds Limits.MaxHeaderBytes): most
+// connections are a CONNECT or a few small requests.
+const firstReadSize = 4 << 10
+
+// serveClient serves one connection to the proxy listener with the
+// session loop's head reader: a CONNECT ends the loop with a tunnel; an
+// absolute-URI request is decided and relayed (upgrades too), and the
+// upstream connection is kept for the next request to the same target;
+// anything else is refused. Heads that net/http would refuse on its own
+// are refused here, with the JSON denial and an audit event.
+func (p *Proxy) serveClient(c net.Conn) {
+	s := &session{id: p.cfg.Audit.NextConn(), proto: audit.ProtoHTTP, defPort: 80, client: c,
+		clientR: bufio.NewReaderSize(c, firstReadSize)}
+	defer p.dropUpstream(s)
+	for {
+		req, ok := p.readRequest(s)
+		if !ok {
+			break
+		}
+		if req.Method == http.MethodConnect {
+			p.serveConnect(s, req)
+			break
+		}
+		if !p.forward(s, req) {
+			break
+		}
+	}
+	if s.refused {
+		lingerClose(c)
+	}
+}
+
+// forward decides and relays one forward-proxy request. The absolute URI
+// names the target and its authority replaces the Host header (DESIGN
+// 1.2); an https:// or wss:// URI is sent over TLS, never in clear. It
+// returns true when the client connection may carry another request.
+func (p *Proxy) forward(s *session, req *http.Request) bool {
+	if !req.URL.IsAbs() {
+		s.target = target{Host: req.URL.Hostname()}
+		p.refuseHint(s, req, denyDecision(policies.ReasonBadRequest),
+			"this is a proxy: send absolute-URI requests (GET http://host/path) or CONNECT")
+		return false
+	}
+	t, err := urlTarget(req.URL)
+	secure := isSecureScheme(req.URL.Scheme)
+	if s.up != nil && (err != nil || t != s.target || secure != (s.proto == audit.ProtoHTTPS) || !stillIdle(s.up)) {
+		p.dropUpstream(s)
+	}
+	if err != nil {
+		s.target = target{Host: req.URL.Hostname()}
+		p.refuse(s, req, denyDecision(policies.ReasonBadRequest))
+		return false
+	}
+	s.target, s.proto, s.defPort = t, audit.ProtoHTTP, 80
+	if secure {
+		s.proto, s.defPort = audit.ProtoHTTPS, 443
+	}
+	path := requestPath(req.URL)
+	dec := p.decide(policies.Request{Host: t.Host, Port: t.Port, Method: req.Method, Path: path,
+		Upgrade: upgradeType(req.Header)})
+	if dec.Action != policies.Allow {
+		// The connection closes after a denial: let the upstream go first,
+		// so the audit event names no address that was not used.
+		p.dropUpstream(s)
+		p.refuse(s, req, dec)
+		return false
+	}
+	if s.up == nil && !p.dialUpstream(s, req, dec) {
+		return false
+	}
+	more := p.relayAllowed(s, req, dec)
+	if s.piped != nil {
+		p.emitClose(s.id, s.proto, s.target, *s.piped)
+	}
+	return more
+}
+
+func isSecureScheme(scheme string) bool {
+	return strings.EqualFold(scheme, "https") || strings.EqualFold(scheme, "wss")
+}
+
+// dialUpstream connects s to its target through the SSRF guard, with TLS
+// for https; on failure it answers the client (denial or 502) itself.
+func (p *Proxy) dialUpstream(s *session, req *http.Request, dec policies.Decision) bool {
+	up, err := p.dialer.dial(p.ctx, dec, s.target.Host, s.target.Port)
+	if err == nil && s.proto == audit.ProtoHTTPS {
+		up, err = p.handshake(up, s.target.Host)
+	}
+	if err != nil {
+		var deny *DenyError
+		if errors.As(err, &deny) {
+			p.refuse(s, req, denyDecision(deny.Reason))
+			return false
+		}
+		p.log.WithError(err).Debugf("%s %s://%s%s", req.Method, s.proto, s.target, requestPath(req.URL))
+		p.emitExchange(s, req.Method, requestPath(req.URL), upgradeType(req.Header), dec, audit.DecisionAllow, http.StatusBadGateway)
+		_ = upstreamReply(err).write(s.client)
+		s.refused = true // the request's body, if any, was not read
+		return false
+	}
+	if !p.hold(up) {
+		up.Close()
+		return false
+	}
+	s.up, s.dst = newUpstreamConn(up), ""
+	return true
+}
+
+// handshake runs TLS as a client on up, verifying host's certificate; up
+// is closed when it fails.
+func (p *Proxy) handshake(up net.Conn, host string) (net.Conn, error) {
+	tc := tls.Client(up, p.upstreamTLS(host))
+	ctx, cancel := context.WithTimeout(p.ctx, p.limits.TLSTimeout)
+	defer cancel()
+	if err := tc.HandshakeContext(ctx); err != nil {
+		up.Close()
+		return nil, err
+	}
+	return tc, nil
+}
+
+// dropUpstream closes the upstream connection of s, if it has one.
+func (p *Proxy) dropUpstream(s *session) {
+	if s.up == nil {
+		return
+	}
+	p.release(s.up.conn)
+	s.up.conn.Close()
+	s.up, s.dst = nil, ""
+}
+
+// stillIdle reports whether a kept upstream connection can carry another
+// request: the upstream has neither closed it nor sent anything since the
+// last response (a socket-level peek, so TLS records stay unread).
+func stillIdle(up *upstreamConn) bool {
+	if up.r.Buffered() > 0 {
+		return false
+	}
+	c := up.conn
+	if nc, ok := c.(interface{ NetConn() net.Conn }); ok {
+		c = nc.NetConn()
+	}
+	sc, ok := c.(interface {
+		SyscallConn() (syscall.RawConn, error)
+	})
+	if !ok {
+		return true
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	idle := false
+	var b [1]byte
+	if err := raw.Read(func(fd uintptr) bool {
+		_, _, rerr := unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+		idle = rerr == unix.EAGAIN
+		return true
+	}); err != nil {
+		return false
+	}
+	return idle
+}
+
+// lingerTime and lingerBytes bound lingerClose.
+const (
+	lingerTime  = 500 * time.Millisecond
+	lingerBytes = 256 << 10
+)
+
+// lingerClose ends a connection whose client may still be sending (the
+// body of a request that was refused): our side is shut first and what
+// arrives is read and dropped for a moment, so that the kernel does not
+// answer unread bytes with a reset that destroys the reply before the
+// client has read it (net/http's closeWriteAndWait does the same).
+func lingerClose(c net.Conn) {
+	cw, ok := c.(interface{ CloseWrite() error })
+	if !ok || cw.CloseWrite() != nil {
+		return
+	}
+	_ = c.SetReadDeadline(time.Now().Add(lingerTime))
+	_, _ = io.CopyN(io.Discard, c, lingerBytes)
+}
