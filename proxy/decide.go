@@ -1,7 +1,6 @@
 package proxy
 
 import (
-
 	"github.com/osandbox/osandbox/audit"
 	"github.com/osandbox/osandbox/policies"
 )
