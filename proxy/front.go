@@ -64,7 +64,7 @@ func (p *Proxy) forward(s *session, req *http.Request) bool {
 	}
 	t, err := urlTarget(req.URL)
 	secure := isSecureScheme(req.URL.Scheme)
-	if s.up != nil && (err != nil || t != s.target || secure != (s.proto == audit.ProtoHTTPS) || !stillIdle(s.up)) {
+	if s.up != nil && (err != nil || t != s.target || secure != (s.proto == audit.ProtoHTTPS) || !stillIdle(s.up, s.upUsed)) {
 		p.dropUpstream(s)
 	}
 	if err != nil {
@@ -90,6 +90,7 @@ func (p *Proxy) forward(s *session, req *http.Request) bool {
 		return false
 	}
 	more := p.relayAllowed(s, req, dec)
+	s.upUsed = time.Now()
 	if s.piped != nil {
 		p.emitClose(s.id, s.proto, s.target, *s.piped)
 	}
@@ -150,12 +151,21 @@ func (p *Proxy) dropUpstream(s *session) {
 	s.up, s.dst = nil, ""
 }
 
-// stillIdle reports whether a kept upstream connection can carry another
-// request: the upstream has neither closed it nor sent anything since the
-// last response (a socket-level peek, so TLS records stay unread).
-func stillIdle(up *upstreamConn) bool {
+// recentUse is how long after its last response an upstream connection
+// is taken as still open without a look: servers close idle connections
+// after seconds, not milliseconds, and a busy client saves a syscall.
+const recentUse = 100 * time.Millisecond
+
+// stillIdle reports whether a kept upstream connection, last used at
+// used, can carry another request: the upstream has neither closed it nor
+// sent anything since the last response (a socket-level peek, so TLS
+// records stay unread).
+func stillIdle(up *upstreamConn, used time.Time) bool {
 	if up.r.Buffered() > 0 {
 		return false
+	}
+	if time.Since(used) < recentUse {
+		return true
 	}
 	c := up.conn
 	if nc, ok := c.(interface{ NetConn() net.Conn }); ok {

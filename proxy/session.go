@@ -31,6 +31,7 @@ type session struct {
 	client  net.Conn
 	clientR *bufio.Reader
 	up      *upstreamConn
+	upUsed  time.Time // when up last finished an exchange (forward path)
 	// piped is what the raw pipe moved after a switch; nil before one.
 	piped *pipeResult
 	// dst is the upstream's address as audited, formatted once.

@@ -1,0 +1,168 @@
+package proxy
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/osandbox/osandbox/audit"
+)
+
+// answerEach answers every request on a connection with 200 and the path,
+// and closes after limit responses (0: never), without saying so, as a
+// server with a keep-alive request limit or idle timeout does.
+func answerEach(limit int) upstreamHandler {
+	return func(u *rawUpstream, c *net.TCPConn, r *bufio.Reader) {
+		for n := 1; ; n++ {
+			req, err := u.readRequest(r)
+			if err != nil {
+				return
+			}
+			fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(req.URL.Path), req.URL.Path)
+			if n == limit {
+				c.Close()
+				return
+			}
+		}
+	}
+}
+
+func (u *rawUpstream) acceptedConns() int {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.accepted
+}
+
+// TestForwardKeepAlive: requests on one client connection to the same
+// target share one upstream connection.
+func TestForwardKeepAlive(t *testing.T) {
+	up := startRawUpstream(t, answerEach(0))
+	tp := startProxy(t, relayPolicy(up.port, false), nil)
+	c := dialRaw(t, tp, forwardPath, up.port)
+	for i := range 5 {
+		path := fmt.Sprintf("/r%d", i)
+		c.send(http.MethodGet, path, nil, nil)
+		requireBody(t, c.read(http.MethodGet), http.StatusOK, path)
+	}
+	if n := up.acceptedConns(); n != 1 {
+		t.Errorf("upstream accepted %d connections for 5 requests, want 1", n)
+	}
+}
+
+// TestForwardUpstreamClosedIdle: an upstream that closes its side of a
+// kept connection between requests (an idle timeout) costs the client
+// nothing: the next request goes out on a new connection, not a 502.
+func TestForwardUpstreamClosedIdle(t *testing.T) {
+	up := startRawUpstream(t, answerEach(1))
+	tp := startProxy(t, relayPolicy(up.port, false), nil)
+	c := dialRaw(t, tp, forwardPath, up.port)
+	for i := range 3 {
+		path := fmt.Sprintf("/r%d", i)
+		c.send(http.MethodGet, path, nil, nil)
+		requireBody(t, c.read(http.MethodGet), http.StatusOK, path)
+		time.Sleep(2 * recentUse) // past the time a kept connection is trusted without a look
+	}
+	if n := up.acceptedConns(); n != 3 {
+		t.Errorf("upstream accepted %d connections, want 3 (one per request)", n)
+	}
+}
+
+// TestForwardTargetSwitch: one client connection may name different
+// targets; each request goes to the upstream its URI names, decided on
+// its own, and the audit names the address each one used.
+func TestForwardTargetSwitch(t *testing.T) {
+	a := startRawUpstream(t, answerEach(0))
+	b := startRawUpstream(t, answerEach(0))
+	policy := fmt.Sprintf("version: 1\nallow:\n  - name: both\n    hosts: [127.0.0.1]\n    ports: [%d, %d]\n", a.port, b.port)
+	tp := startProxy(t, policy, nil)
+	c := dialRaw(t, tp, forwardPath, a.port)
+	for i, port := range []int{a.port, b.port, a.port} {
+		path := fmt.Sprintf("/%d", i)
+		fmt.Fprintf(c.conn, "GET http://127.0.0.1:%d%s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n", port, path, a.port)
+		requireBody(t, c.read(http.MethodGet), http.StatusOK, path)
+	}
+	if na, nb := len(a.requests()), len(b.requests()); na != 2 || nb != 1 {
+		t.Errorf("upstreams got %d and %d requests, want 2 and 1", na, nb)
+	}
+	for _, r := range b.requests() {
+		if r.Host != fmt.Sprintf("127.0.0.1:%d", b.port) {
+			t.Errorf("upstream b got Host %q: the absolute URI's authority must replace it", r.Host)
+		}
+	}
+	evs := eventsOf(tp.events(t), audit.EventRequest)
+	if len(evs) != 3 {
+		t.Fatalf("%d request events, want 3", len(evs))
+	}
+	for i, port := range []int{a.port, b.port, a.port} {
+		if evs[i].Port != port || !strings.HasSuffix(evs[i].Dst, fmt.Sprintf(":%d", port)) {
+			t.Errorf("event %d: port %d dst %q, want port and dst %d", i, evs[i].Port, evs[i].Dst, port)
+		}
+	}
+}
+
+// TestForwardDenialReadable: a denied request whose body the client is
+// still sending gets its 403 and a clean end, not a reset that would
+// destroy the answer before the client reads it.
+func TestForwardDenialReadable(t *testing.T) {
+	up := startRawUpstream(t, answerEach(0))
+	tp := startProxy(t, relayPolicy(up.port, false), nil)
+	c, err := net.Dial("tcp", tp.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(relayTimeout))
+	body := strings.Repeat("x", 4<<20)
+	go func() {
+		// Port 1 has no rule: denied. The body keeps coming after the 403.
+		fmt.Fprintf(c, "POST http://127.0.0.1:1/upload HTTP/1.1\r\nHost: 127.0.0.1:1\r\nContent-Length: %d\r\n\r\n", len(body))
+		_, _ = io.WriteString(c, body)
+	}()
+	// A client busy sending reads the answer only later: by then a proxy
+	// that closed with unread bytes has reset the connection.
+	time.Sleep(300 * time.Millisecond)
+	resp, err := http.ReadResponse(bufio.NewReader(c), &http.Request{Method: http.MethodPost})
+	if err != nil {
+		t.Fatalf("no readable answer: %v", err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusForbidden || !strings.Contains(string(b), `"reason":"no_matching_rule"`) {
+		t.Errorf("got %d %q, want the 403 denial", resp.StatusCode, b)
+	}
+	if !resp.Close {
+		t.Error("the denial must say the connection closes")
+	}
+	if n := len(up.requests()); n != 0 {
+		t.Errorf("upstream got %d requests", n)
+	}
+}
+
+// TestForwardDenialReadableCurl: curl uploading a body that is denied
+// reports the 403, not a send failure.
+func TestForwardDenialReadableCurl(t *testing.T) {
+	curl, err := exec.LookPath("curl")
+	if err != nil {
+		t.Skip("curl not installed")
+	}
+	tp := startProxy(t, relayPolicy(1, false), nil)
+	file := filepath.Join(t.TempDir(), "body")
+	if err := os.WriteFile(file, bytes.Repeat([]byte("x"), 8<<20), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 5 {
+		out, err := exec.Command(curl, "-sS", "-x", "http://"+tp.Addr, "--data-binary", "@"+file,
+			"-o", "/dev/null", "-w", "%{http_code}", "http://127.0.0.1:2/upload").CombinedOutput()
+		if err != nil || string(out) != "403" {
+			t.Fatalf("try %d: curl: %v, output %q; want 403", i, err, out)
+		}
+	}
+}
