@@ -39,6 +39,7 @@ func (p *Proxy) serveClient(c net.Conn) {
 			break
 		}
 		if req.Method == http.MethodConnect {
+			p.dropUpstream(s) // kept for earlier forward requests; the tunnel needs its own
 			p.serveConnect(s, req)
 			break
 		}

@@ -4,8 +4,11 @@ import (
 	"bufio"
 	"bytes"
 	"crypto/tls"
+	"encoding/json"
 	"io"
 	"net"
+	"net/http"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -180,6 +183,107 @@ func FuzzDNSAnswer(f *testing.F) {
 		}
 		if _, err := resp.Pack(); err != nil {
 			t.Fatalf("reply does not pack: %v", err)
+		}
+	})
+}
+
+// scriptedConn is a client connection that sends in and records what the
+// proxy writes; it has no deadlines and no network.
+type scriptedConn struct {
+	in  *bytes.Reader
+	out bytes.Buffer
+}
+
+func (c *scriptedConn) Read(b []byte) (int, error)  { return c.in.Read(b) }
+func (c *scriptedConn) Write(b []byte) (int, error) { return c.out.Write(b) }
+func (c *scriptedConn) Close() error                { return nil }
+func (c *scriptedConn) LocalAddr() net.Addr {
+	return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 3128}
+}
+func (c *scriptedConn) RemoteAddr() net.Addr {
+	return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 40000}
+}
+func (c *scriptedConn) SetDeadline(time.Time) error      { return nil }
+func (c *scriptedConn) SetReadDeadline(time.Time) error  { return nil }
+func (c *scriptedConn) SetWriteDeadline(time.Time) error { return nil }
+
+// FuzzClientLoop feeds arbitrary bytes to the proxy listener's request
+// loop under a policy that allows nothing, so no input may reach a dial:
+// it must never panic or hang, and every answer it gives is a refusal with
+// the JSON denial that has exactly one audit event (a head that never
+// ends gets neither). Heads between the first small reader and the limit
+// exercise the move to a larger reader.
+func FuzzClientLoop(f *testing.F) {
+	big := "GET http://a.example/ HTTP/1.1\r\nHost: a.example\r\nX-Big: " + strings.Repeat("b", 6<<10) + "\r\n\r\n"
+	for _, s := range []string{
+		"GET http://a.example/x HTTP/1.1\r\nHost: a.example\r\n\r\n",
+		"CONNECT a.example:443 HTTP/1.1\r\nHost: a.example:443\r\n\r\n",
+		"GET /origin-form HTTP/1.1\r\nHost: a.example\r\n\r\n",
+		"POST http://a.example/ HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+		"GET http://a.example/ HTTP/2.0\r\n\r\n",
+		"GET http://a.example/ HTTP/1.1\nHost: a\n\n",
+		"GET ftp://a.example/ HTTP/1.1\r\n\r\n",
+		"CONNECT /x HTTP/1.1\r\nHost: a.example:443\r\n\r\n",
+		big,
+		big + big,
+		"GET http://a.example/",
+	} {
+		f.Add([]byte(s))
+	}
+	pol, err := policies.Parse([]byte("version: 1\n"), "deny-all.yaml")
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, in []byte) {
+		var log bytes.Buffer
+		al := audit.New(&log, audit.Options{Sandbox: "fuzz", FlushInterval: time.Hour})
+		p, err := New(Config{Policy: pol, Audit: al, Limits: Limits{MaxHeaderBytes: 8 << 10}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := &scriptedConn{in: bytes.NewReader(in)}
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			p.serveClient(c)
+		}()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			buf := make([]byte, 1<<20)
+			t.Fatalf("the loop did not end on %q\n%s", in, buf[:runtime.Stack(buf, true)])
+		}
+		if err := al.Close(); err != nil {
+			t.Fatal(err)
+		}
+		evs, err := audit.ReadAll(&log)
+		if err != nil {
+			t.Fatalf("audit does not decode: %v", err)
+		}
+		answers := 0
+		r := bufio.NewReader(&c.out)
+		for {
+			if _, err := r.Peek(1); err == io.EOF {
+				break
+			}
+			resp, err := http.ReadResponse(r, nil)
+			if err != nil {
+				t.Fatalf("answer %d does not parse: %v\n%q", answers+1, err, c.out.Bytes())
+			}
+			body, _ := io.ReadAll(resp.Body)
+			var d denial
+			if resp.StatusCode < 400 || resp.StatusCode > 431 || json.Unmarshal(body, &d) != nil || d.Reason == "" {
+				t.Fatalf("answer %d: %d %q, want a refusal with the JSON denial", answers+1, resp.StatusCode, body)
+			}
+			answers++
+		}
+		if answers != len(evs) || answers > 1 {
+			t.Fatalf("%d answers, %d audit events: want one event per answer and at most one answer", answers, len(evs))
+		}
+		for _, e := range evs {
+			if e.Decision != audit.DecisionDeny {
+				t.Fatalf("audit event %+v: a deny-all policy allowed something", e)
+			}
 		}
 	})
 }

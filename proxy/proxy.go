@@ -40,7 +40,7 @@ type Limits struct {
 	TLSTimeout        time.Duration
 	ResponseTimeout   time.Duration // upstream response head
 	IdleClientTimeout time.Duration // keep-alive client connection
-	IdleTunnelTimeout time.Duration // tunnel or upgraded connection with no data either way
+	IdleTunnelTimeout time.Duration // tunnel or upgraded connection with no data either way; a response body that stops moving
 }
 
 // DefaultLimits are DESIGN 2.6's defaults.

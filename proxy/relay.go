@@ -175,7 +175,7 @@ func (p *Proxy) relay(req *http.Request, up *upstreamConn, client net.Conn, upgr
 			res = relayResult{Outcome: RelayOutcome{Kind: Consumed}, BodyErr: body.err}
 			break
 		}
-		res = p.writeFinal(req, resp, client)
+		res = p.writeFinal(req, resp, up, client)
 		break
 	}
 	if done, werr := writeDone(); !done || werr != nil {
@@ -257,8 +257,16 @@ func (p *Proxy) switchProtocols(resp *http.Response, up *upstreamConn, client ne
 
 // writeFinal writes a final response with framing the client can
 // trust, and says whether the connection may carry another request.
-func (p *Proxy) writeFinal(req *http.Request, resp *http.Response, client net.Conn) relayResult {
-	defer resp.Body.Close()
+func (p *Proxy) writeFinal(req *http.Request, resp *http.Response, up *upstreamConn, client net.Conn) relayResult {
+	spliced := false
+	defer func() {
+		if !spliced {
+			resp.Body.Close() // a spliced body went past resp.Body: nothing is left to drain
+		}
+		// The body's idle deadlines (see copyBody) end with it.
+		_ = up.conn.SetReadDeadline(time.Time{})
+		_ = client.SetWriteDeadline(time.Time{})
+	}()
 	closeAfter := resp.Close || req.Close
 	chunked := len(resp.TransferEncoding) > 0 && resp.TransferEncoding[0] == "chunked"
 	bodyless := req.Method == http.MethodHead || resp.StatusCode == http.StatusNoContent ||
@@ -287,7 +295,13 @@ func (p *Proxy) writeFinal(req *http.Request, resp *http.Response, client net.Co
 	err := writeHeadTo(bw, resp, closeAfter)
 	if err == nil && !bodyless && !chunked && resp.ContentLength >= 0 && resp.ContentLength <= int64(bw.Available()) {
 		// A small body goes out with the head: one write, one TLS record.
-		_, err = io.Copy(bw, io.LimitReader(resp.Body, resp.ContentLength))
+		body := &idleIO{r: resp.Body, conn: up.conn, idle: p.limits.IdleTunnelTimeout}
+		if _, err := io.CopyN(bw, body, resp.ContentLength); err != nil {
+			// Nothing has reached the client yet: it gets a 502, not half
+			// a response.
+			bw.Reset(nil)
+			return relayResult{Outcome: RelayOutcome{Kind: Consumed}, Err: fmt.Errorf("read body: %w", err)}
+		}
 		bodyless = true
 	}
 	if err == nil {
@@ -300,7 +314,8 @@ func (p *Proxy) writeFinal(req *http.Request, resp *http.Response, client net.Co
 	if bodyless {
 		return res
 	}
-	if err := copyBody(client, resp, chunked); err != nil {
+	spliced, err = p.copyBody(client, up, resp, chunked)
+	if err != nil {
 		res.Outcome.Kind, res.Err = Consumed, err
 	}
 	return res
@@ -322,29 +337,98 @@ func putWriter(bw *bufio.Writer) {
 
 var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 
-func copyBody(client net.Conn, resp *http.Response, chunked bool) error {
+// copyBody sends resp's body to client. Each read from the upstream and
+// each write to the client must make progress within IdleTunnelTimeout:
+// an upstream that stalls mid-body, or a client that stops reading, ends
+// the exchange instead of holding both connections. A Content-Length body
+// between two TCP connections is spliced (and resp.Body left unread:
+// spliced is then true).
+func (p *Proxy) copyBody(client net.Conn, up *upstreamConn, resp *http.Response, chunked bool) (spliced bool, err error) {
+	idle := p.limits.IdleTunnelTimeout
+	if !chunked && resp.ContentLength > 0 {
+		src, ok1 := up.conn.(*net.TCPConn)
+		dst, ok2 := client.(*net.TCPConn)
+		if ok1 && ok2 {
+			return true, spliceBody(dst, src, up.r, resp.ContentLength, idle)
+		}
+	}
+	body := &idleIO{r: resp.Body, conn: up.conn, idle: idle}
+	out := &idleIO{w: client, conn: client, idle: idle}
 	bp := copyBufs.Get().(*[]byte)
 	defer copyBufs.Put(bp)
 	if !chunked {
-		_, err := io.CopyBuffer(client, resp.Body, *bp)
-		return err
+		_, err := io.CopyBuffer(out, body, *bp)
+		return false, err
 	}
-	bw := getWriter(client)
+	bw := getWriter(out)
 	defer putWriter(bw)
 	cw := httputil.NewChunkedWriter(bw)
-	if _, err := io.CopyBuffer(flushEach{cw, bw}, resp.Body, *bp); err != nil {
-		return err
+	if _, err := io.CopyBuffer(flushEach{cw, bw}, body, *bp); err != nil {
+		return false, err
 	}
 	if err := cw.Close(); err != nil {
-		return err
+		return false, err
 	}
 	if err := resp.Trailer.Write(bw); err != nil {
-		return err
+		return false, err
 	}
 	if _, err := bw.WriteString("\r\n"); err != nil {
-		return err
+		return false, err
 	}
-	return bw.Flush()
+	return false, bw.Flush()
+}
+
+// spliceChunk is how much of a spliced body must move within one idle
+// period: a body slower than spliceChunk per IdleTunnelTimeout is cut.
+const spliceChunk = 256 << 10
+
+// spliceBody sends n body bytes: those br (the upstream's reader) already
+// holds, then the rest from src to dst in the kernel, a chunk per idle
+// period.
+func spliceBody(dst, src *net.TCPConn, br *bufio.Reader, n int64, idle time.Duration) error {
+	if b := min(int64(br.Buffered()), n); b > 0 {
+		head, _ := br.Peek(int(b))
+		_ = dst.SetWriteDeadline(time.Now().Add(idle))
+		if _, err := dst.Write(head); err != nil {
+			return err
+		}
+		_, _ = br.Discard(int(b))
+		n -= b
+	}
+	for n > 0 {
+		now := time.Now()
+		_ = src.SetReadDeadline(now.Add(idle))
+		_ = dst.SetWriteDeadline(now.Add(idle))
+		chunk := min(n, spliceChunk)
+		m, err := dst.ReadFrom(io.LimitReader(src, chunk))
+		n -= m
+		if err != nil {
+			return err
+		}
+		if m < chunk {
+			return io.ErrUnexpectedEOF
+		}
+	}
+	return nil
+}
+
+// idleIO reads r or writes w with conn's deadline moved IdleTunnelTimeout
+// ahead of each call.
+type idleIO struct {
+	r    io.Reader
+	w    io.Writer
+	conn net.Conn
+	idle time.Duration
+}
+
+func (i *idleIO) Read(b []byte) (int, error) {
+	_ = i.conn.SetReadDeadline(time.Now().Add(i.idle))
+	return i.r.Read(b)
+}
+
+func (i *idleIO) Write(b []byte) (int, error) {
+	_ = i.conn.SetWriteDeadline(time.Now().Add(i.idle))
+	return i.w.Write(b)
 }
 
 // flushEach writes each chunk through to the client as it arrives, so

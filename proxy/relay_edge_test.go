@@ -169,3 +169,63 @@ func TestRelayProxyCloseEndsUpgrades(t *testing.T) {
 		t.Errorf("%d close events for the 2 upgrades, want 2", n)
 	}
 }
+
+// TestRelayBodyStall: an upstream that sends a response head and part of
+// its body, then nothing, must not hold the client and the upstream
+// connection forever: the body's idle limit (IdleTunnelTimeout) ends the
+// exchange, on the small-body, copied and spliced ways alike, and the
+// request is audited with the status the client got: a small body is sent
+// with its head, so its client gets a 502 instead of half a response.
+func TestRelayBodyStall(t *testing.T) {
+	cases := []struct {
+		name      string
+		length    int
+		sent      int
+		transfers string
+		status    int
+	}{
+		{"small_body", 100, 10, "", http.StatusBadGateway},
+		{"large_body", 4 << 20, 300 << 10, "", http.StatusOK},
+		{"chunked", 0, 300 << 10, "chunked", http.StatusOK},
+	}
+	for _, tc := range cases {
+		up := startRawUpstream(t, func(u *rawUpstream, c *net.TCPConn, r *bufio.Reader) {
+			if _, err := u.readRequest(r); err != nil {
+				return
+			}
+			head := fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n", tc.length)
+			body := bytes.Repeat([]byte("s"), tc.sent)
+			if tc.transfers == "chunked" {
+				head = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+				body = append(fmt.Appendf(nil, "%x\r\n", tc.sent), body...)
+			}
+			_, _ = c.Write(append([]byte(head), body...))
+			_, _ = io.Copy(io.Discard, r) // then silence, until the proxy gives up
+		})
+		for _, path := range []relayPath{forwardPath, inspectedPath} {
+			t.Run(tc.name+"/"+path.name, func(t *testing.T) {
+				tp := startProxy(t, relayPolicy(up.port, path.inspect), func(c *Config) {
+					c.Limits.IdleTunnelTimeout = time.Second
+				})
+				c := dialRaw(t, tp, path, up.port)
+				c.send(http.MethodGet, "/stall", nil, nil)
+				start := time.Now()
+				resp := c.read(http.MethodGet)
+				n, err := io.Copy(io.Discard, resp.Body)
+				switch {
+				case resp.StatusCode != tc.status:
+					t.Errorf("status %d, want %d", resp.StatusCode, tc.status)
+				case tc.status == http.StatusOK && (err == nil || n < int64(tc.sent)):
+					t.Errorf("body: %d bytes, err %v; want the %d bytes sent, then a cut", n, err, tc.sent)
+				}
+				if d := time.Since(start); d > 4*time.Second {
+					t.Errorf("the end came after %v, want about the 1 s idle limit", d)
+				}
+				ev := tp.waitAudit(t, "request", func(e audit.Event) bool { return e.Event == audit.EventRequest })
+				if ev.Status != tc.status || ev.Path != "/stall" {
+					t.Errorf("request event %+v", ev)
+				}
+			})
+		}
+	}
+}
