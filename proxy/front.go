@@ -58,7 +58,7 @@ func (p *Proxy) serveClient(c net.Conn) {
 // returns true when the client connection may carry another request.
 func (p *Proxy) forward(s *session, req *http.Request) bool {
 	if !req.URL.IsAbs() {
-		s.target = target{Host: req.URL.Hostname()}
+		s.target, _ = parseAuthority(req.Host, 80) // for the audit; the zero target if none
 		p.refuseHint(s, req, denyDecision(policies.ReasonBadRequest),
 			"this is a proxy: send absolute-URI requests (GET http://host/path) or CONNECT")
 		return false
