@@ -166,3 +166,30 @@ func TestForwardDenialReadableCurl(t *testing.T) {
 		}
 	}
 }
+
+// TestHTTP10ClientChunkedUpstream: an HTTP/1.0 client cannot read chunked
+// encoding; when the upstream answers chunked, the client gets the plain
+// body ended by the close.
+func TestHTTP10ClientChunkedUpstream(t *testing.T) {
+	up := startRawUpstream(t, func(u *rawUpstream, c *net.TCPConn, r *bufio.Reader) {
+		if _, err := u.readRequest(r); err != nil {
+			return
+		}
+		_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n")
+	})
+	for _, path := range []relayPath{forwardPath, inspectedPath} {
+		t.Run(path.name, func(t *testing.T) {
+			tp := startProxy(t, relayPolicy(up.port, path.inspect), nil)
+			c := dialRaw(t, tp, path, up.port)
+			c.write(fmt.Sprintf("GET %s HTTP/1.0\r\nHost: %s\r\n\r\n", c.uri("/"), c.target))
+			raw, err := io.ReadAll(c.r)
+			if err != nil {
+				t.Fatalf("read: %v", err)
+			}
+			head, body, _ := strings.Cut(string(raw), "\r\n\r\n")
+			if strings.Contains(strings.ToLower(head), "chunked") || body != "hello world" {
+				t.Errorf("an HTTP/1.0 client got %q", raw)
+			}
+		})
+	}
+}

@@ -269,6 +269,11 @@ func (p *Proxy) writeFinal(req *http.Request, resp *http.Response, up *upstreamC
 	}()
 	closeAfter := resp.Close || req.Close
 	chunked := len(resp.TransferEncoding) > 0 && resp.TransferEncoding[0] == "chunked"
+	if chunked && !req.ProtoAtLeast(1, 1) {
+		// An HTTP/1.0 client cannot read chunks: it gets the body as it
+		// is, ended by the close.
+		chunked = false
+	}
 	bodyless := req.Method == http.MethodHead || resp.StatusCode == http.StatusNoContent ||
 		resp.StatusCode == http.StatusNotModified
 	if !bodyless && !chunked && resp.ContentLength < 0 {
