@@ -28,32 +28,40 @@ const (
 	captureOther   = "other.test"
 )
 
-var captureClientBuild struct {
-	once sync.Once
-	path string
-	err  error
+// helperBuilds are the helper commands under e2e/ (capclient,
+// nonetfilter), each built once next to the osandbox binary: in a
+// directory every user may read and execute, removed by TestMain.
+var helperBuilds struct {
+	mu    sync.Mutex
+	paths map[string]string
 }
 
-// captureClient is the capclient binary (a client that ignores proxy
-// variables), built once next to the osandbox binary: in a directory every
-// user may read and execute, removed by TestMain.
+// helperBinary builds ./e2e/name once and returns its path.
+func helperBinary(t *testing.T, name string) string {
+	t.Helper()
+	helperBuilds.mu.Lock()
+	defer helperBuilds.mu.Unlock()
+	if p, ok := helperBuilds.paths[name]; ok {
+		return p
+	}
+	out := filepath.Join(filepath.Dir(bin), name)
+	cmd := exec.Command("go", "build", "-o", out, "./e2e/"+name)
+	cmd.Dir = ".."
+	if msg, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build %s: %v\n%s", name, err, msg)
+	}
+	if helperBuilds.paths == nil {
+		helperBuilds.paths = map[string]string{}
+	}
+	helperBuilds.paths[name] = out
+	return out
+}
+
+// captureClient is the capclient binary: a client that ignores proxy
+// variables.
 func captureClient(t *testing.T) string {
 	t.Helper()
-	b := &captureClientBuild
-	b.once.Do(func() {
-		out := filepath.Join(filepath.Dir(bin), "capclient")
-		cmd := exec.Command("go", "build", "-o", out, "./e2e/capclient")
-		cmd.Dir = ".."
-		if msg, err := cmd.CombinedOutput(); err != nil {
-			b.err = fmt.Errorf("build capclient: %w\n%s", err, msg)
-			return
-		}
-		b.path = out
-	})
-	if b.err != nil {
-		t.Fatal(b.err)
-	}
-	return b.path
+	return helperBinary(t, "capclient")
 }
 
 // capturePolicy writes a policy file with the given allow rules (YAML list

@@ -188,6 +188,8 @@ type sandbox struct {
 	user user
 	dir  string
 	runs int
+	// wrap, if set, is a program osandbox runs under: wrap BIN ARGS...
+	wrap string
 }
 
 func newSandbox(t *testing.T, u user) *sandbox {
@@ -244,6 +246,9 @@ func (sb *sandbox) startWithInput(t *testing.T, input io.Reader, flags []string,
 	args := append([]string{"run"}, flags...)
 	args = append(args, "--audit-log", p.auditPath, "--")
 	p.cmd = osandboxCmd(p.ctx, sb.user, sb.dir, append(args, command...)...)
+	if sb.wrap != "" {
+		p.cmd.Path, p.cmd.Args = sb.wrap, append([]string{sb.wrap, bin}, p.cmd.Args[1:]...)
+	}
 	p.cmd.Stdin, p.cmd.Stdout, p.cmd.Stderr = input, &p.stdout, &p.stderr
 	p.started = time.Now()
 	if err := p.cmd.Start(); err != nil {

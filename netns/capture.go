@@ -24,9 +24,6 @@ type Capture struct {
 // setupCapture installs the route and the nftables rules, over netlink
 // only: no ip or nft binary.
 func setupCapture(c Capture) error {
-	if err := addDefaultRouteViaLo(); err != nil {
-		return fmt.Errorf("default route via lo: %w", err)
-	}
 	conn, err := nftables.New()
 	if err != nil {
 		return fmt.Errorf("nftables: %w", err)
@@ -60,6 +57,12 @@ func setupCapture(c Capture) error {
 		&expr.Reject{Type: unix.NFT_REJECT_ICMPX_UNREACH, Code: unix.NFT_REJECT_ICMPX_PORT_UNREACH}}})
 	if err := conn.Flush(); err != nil {
 		return fmt.Errorf("nftables rules: %w", err)
+	}
+	// The route comes last: without the rules, a route via lo would leave
+	// connections to other addresses waiting for an answer that never
+	// comes; without the route they fail at once (ENETUNREACH).
+	if err := addDefaultRouteViaLo(); err != nil {
+		return fmt.Errorf("default route via lo: %w", err)
 	}
 	return nil
 }
