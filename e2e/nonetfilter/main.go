@@ -74,6 +74,10 @@ func refuseNetfilter() error {
 		{Code: ret, K: unix.SECCOMP_RET_ERRNO | uint32(unix.EPERM)},
 	}
 	fprog := unix.SockFprog{Len: uint16(len(prog)), Filter: &prog[0]}
+	// no_new_privs is per thread, and seccomp checks the calling one: both
+	// calls must run on the same thread (TSYNC then gives the filter, and
+	// no_new_privs, to the others).
+	runtime.LockOSThread()
 	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
 		return fmt.Errorf("no_new_privs: %w", err)
 	}
