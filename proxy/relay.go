@@ -145,6 +145,11 @@ func (p *Proxy) relay(req *http.Request, up *upstreamConn, client net.Conn, upgr
 		resp, err := http.ReadResponse(up.r, req)
 		up.lim.left = -1
 		dl.disarm()
+		if err == nil && (resp.StatusCode < 100 || resp.StatusCode > 599) {
+			// Not a status RFC 9110 defines: taken for an interim one it
+			// would let this upstream answer the client's next request.
+			err = fmt.Errorf("status %d", resp.StatusCode)
+		}
 		if err != nil {
 			res = relayResult{Outcome: RelayOutcome{Kind: Consumed}, Err: fmt.Errorf("read response: %w", err)}
 			break
@@ -160,10 +165,14 @@ func (p *Proxy) relay(req *http.Request, up *upstreamConn, client net.Conn, upgr
 			break
 		}
 		if resp.StatusCode < 200 {
-			// 100 Continue, 103 Early Hints: pass on and wait for the final one.
-			if err := writeHead(client, resp, false); err != nil {
-				res = relayResult{Outcome: RelayOutcome{Kind: Consumed}, Err: err}
-				break
+			// 100 Continue, 103 Early Hints: pass on and wait for the final
+			// one. An HTTP/1.0 client would take them for the answer
+			// (RFC 9110 15.2): it gets only the final one.
+			if req.ProtoAtLeast(1, 1) {
+				if err := writeHead(client, resp, false); err != nil {
+					res = relayResult{Outcome: RelayOutcome{Kind: Consumed}, Err: err}
+					break
+				}
 			}
 			dl.arm(p.limits.IdleTunnelTimeout)
 			continue
@@ -464,7 +473,7 @@ func writeHead(w io.Writer, resp *http.Response, closeConn bool) error {
 // writeHeadTo buffers a response's status line and headers in bw.
 func writeHeadTo(bw *bufio.Writer, resp *http.Response, closeConn bool) error {
 	text := http.StatusText(resp.StatusCode)
-	if _, after, ok := strings.Cut(resp.Status, " "); ok && after != "" {
+	if _, after, ok := strings.Cut(resp.Status, " "); ok && after != "" && validReason(after) {
 		text = after
 	}
 	var num [3]byte
@@ -483,6 +492,18 @@ func writeHeadTo(bw *bufio.Writer, resp *http.Response, closeConn bool) error {
 	}
 	_, err := bw.WriteString("\r\n")
 	return err
+}
+
+// validReason reports whether an upstream's reason phrase may be passed
+// on: HTAB, SP, VCHAR and obs-text only (RFC 9112 4). A bare CR or a NUL
+// in it would let the upstream write a header line of its own.
+func validReason(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < ' ' && c != '\t' || c == 0x7f {
+			return false
+		}
+	}
+	return true
 }
 
 // headDeadline is the read deadline for a response head, which the writer
