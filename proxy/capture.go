@@ -3,7 +3,6 @@ package proxy
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"crypto/tls"
 	"encoding/binary"
 	"errors"
@@ -76,7 +75,7 @@ func (p *Proxy) serveCaptured(c net.Conn) {
 		p.refuseCaptured(id, c, br, sn, t, dec)
 		return
 	}
-	up, err := p.dialer.dial(context.Background(), dec, t.Host, t.Port)
+	up, err := p.dialer.dial(p.ctx, dec, t.Host, t.Port)
 	if err != nil {
 		var deny *DenyError
 		if errors.As(err, &deny) {

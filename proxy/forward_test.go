@@ -11,10 +11,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/osandbox/osandbox/audit"
+	"github.com/osandbox/osandbox/policies"
 )
 
 // answerEach answers every request on a connection with 200 and the path,
@@ -56,6 +59,9 @@ func TestForwardKeepAlive(t *testing.T) {
 		{"shared", 0, 0, 1},
 		// Past recentUse, when a kept connection is looked at before use.
 		{"upstream_closed_idle", 1, 2 * recentUse, 5},
+		// Within recentUse the closed connection is used, fails before any
+		// answer, and the request goes again on a new one.
+		{"upstream_closed_at_once", 1, 10 * time.Millisecond, 5},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -193,5 +199,167 @@ func TestHTTP10ClientChunkedUpstream(t *testing.T) {
 				t.Errorf("an HTTP/1.0 client got %q", raw)
 			}
 		})
+	}
+}
+
+// TestForwardClientLeavesMidBody: a client that goes away in the middle of
+// a long body ends the upstream connection too, at once, instead of the
+// proxy reading the rest of the body for nobody.
+func TestForwardClientLeavesMidBody(t *testing.T) {
+	chunk := bytes.Repeat([]byte("z"), 32<<10)
+	for _, tc := range []struct{ name, head string }{
+		{"chunked", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"},
+		{"content_length", "HTTP/1.1 200 OK\r\nContent-Length: 1073741824\r\n\r\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			upstreamDone := make(chan time.Time, 1)
+			up := startRawUpstream(t, func(u *rawUpstream, c *net.TCPConn, r *bufio.Reader) {
+				defer func() { upstreamDone <- time.Now() }()
+				if _, err := u.readRequest(r); err != nil {
+					return
+				}
+				_ = c.SetDeadline(time.Now().Add(relayTimeout))
+				if _, err := io.WriteString(c, tc.head); err != nil {
+					return
+				}
+				for {
+					b := chunk
+					if strings.Contains(tc.head, "chunked") {
+						b = append(fmt.Appendf(nil, "%x\r\n", len(chunk)), append(chunk, "\r\n"...)...)
+					}
+					if _, err := c.Write(b); err != nil {
+						return // the proxy closed the connection
+					}
+				}
+			})
+			tp := startProxy(t, relayPolicy(up.port, false), nil)
+			c := dialRaw(t, tp, forwardPath, up.port)
+			c.send(http.MethodGet, "/stream", nil, nil)
+			resp := c.read(http.MethodGet)
+			if _, err := io.CopyN(io.Discard, resp.Body, 64<<10); err != nil {
+				t.Fatal(err)
+			}
+			left := time.Now()
+			c.conn.Close()
+			select {
+			case end := <-upstreamDone:
+				if d := end.Sub(left); d > 2*time.Second {
+					t.Errorf("the upstream connection ended %v after the client left", d)
+				}
+			case <-time.After(relayTimeout):
+				t.Fatal("the upstream connection never ended")
+			}
+		})
+	}
+}
+
+// TestForwardResponseFraming: an upstream whose Connection header names
+// Content-Length as hop-by-hop cannot take the framing away: the client
+// still gets a framed response, and its next request its own answer.
+func TestForwardResponseFraming(t *testing.T) {
+	up := startRawUpstream(t, func(u *rawUpstream, c *net.TCPConn, r *bufio.Reader) {
+		for {
+			req, err := u.readRequest(r)
+			if err != nil {
+				return
+			}
+			fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nConnection: Content-Length\r\nContent-Length: %d\r\n\r\n%s", len(req.URL.Path), req.URL.Path)
+		}
+	})
+	tp := startProxy(t, relayPolicy(up.port, false), nil)
+	c := dialRaw(t, tp, forwardPath, up.port)
+	for _, path := range []string{"/a", "/bb"} {
+		c.send(http.MethodGet, path, nil, nil)
+		resp := c.read(http.MethodGet)
+		if resp.ContentLength != int64(len(path)) {
+			t.Errorf("%s: Content-Length %d, want %d", path, resp.ContentLength, len(path))
+		}
+		requireBody(t, resp, http.StatusOK, path)
+	}
+}
+
+// TestForwardRefusalAfterKeepAlive: a refusal on a connection that
+// carried an allowed request names neither that request's target nor the
+// address its upstream connection used.
+func TestForwardRefusalAfterKeepAlive(t *testing.T) {
+	up := startRawUpstream(t, answerEach(0))
+	tp := startProxy(t, relayPolicy(up.port, false), nil)
+	cases := []struct{ name, raw, host string }{
+		{"bad_head", "GET http://127.0.0.1:%d/x HTTP/1.1\r\nHost : a\r\n\r\n", ""},
+		{"origin_form", "GET /x HTTP/1.1\r\nHost: other.example:8080\r\n\r\n", "other.example"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c := dialRaw(t, tp, forwardPath, up.port)
+			c.send(http.MethodGet, "/ok", nil, nil)
+			requireBody(t, c.read(http.MethodGet), http.StatusOK, "/ok")
+			raw := tc.raw
+			if strings.Contains(raw, "%d") {
+				raw = fmt.Sprintf(raw, up.port)
+			}
+			c.write(raw)
+			if resp := c.read(http.MethodGet); resp.StatusCode != http.StatusBadRequest {
+				t.Fatalf("status %d, want 400", resp.StatusCode)
+			}
+			ev := tp.waitAudit(t, "the refusal", func(e audit.Event) bool {
+				return e.Event == audit.EventRequest && e.Decision == audit.DecisionDeny && e.Reason == "bad_request" && e.Host == tc.host
+			})
+			if ev.Dst != "" || ev.Port == up.port {
+				t.Errorf("refusal audited with port %d dst %q: those of the earlier request", ev.Port, ev.Dst)
+			}
+		})
+	}
+}
+
+// failingListener fails its first fails Accepts as a process out of file
+// descriptors does.
+type failingListener struct {
+	net.Listener
+	fails atomic.Int32
+}
+
+func (l *failingListener) Accept() (net.Conn, error) {
+	if l.fails.Add(-1) >= 0 {
+		return nil, &net.OpError{Op: "accept", Net: "tcp", Err: os.NewSyscallError("accept4", syscall.EMFILE)}
+	}
+	return l.Listener.Accept()
+}
+
+// TestServeSurvivesAcceptErrors: running out of fds for a moment does not
+// stop the proxy listener; once accept works again, so does the proxy.
+func TestServeSurvivesAcceptErrors(t *testing.T) {
+	up := startRawUpstream(t, answerEach(0))
+	pol, err := policies.Parse([]byte(relayPolicy(up.port, false)), "test.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	al := audit.New(io.Discard, audit.Options{Sandbox: "test"})
+	defer al.Close()
+	p, err := New(Config{Policy: pol, Audit: al})
+	if err != nil {
+		t.Fatal(err)
+	}
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln := &failingListener{Listener: inner}
+	ln.fails.Store(5)
+	served := make(chan error, 1)
+	go func() { served <- p.Serve(ln) }()
+	defer func() {
+		p.Close()
+		if err := <-served; err != nil {
+			t.Errorf("Serve after Close: %v", err)
+		}
+	}()
+	tp := &testProxy{Proxy: p, Addr: inner.Addr().String()}
+	c := dialRaw(t, tp, forwardPath, up.port)
+	c.send(http.MethodGet, "/after", nil, nil)
+	requireBody(t, c.read(http.MethodGet), http.StatusOK, "/after")
+	select {
+	case err := <-served:
+		t.Fatalf("Serve returned: %v", err)
+	default:
 	}
 }

@@ -30,10 +30,12 @@ const firstReadSize = 4 << 10
 // anything else is refused. Heads that net/http would refuse on its own
 // are refused here, with the JSON denial and an audit event.
 func (p *Proxy) serveClient(c net.Conn) {
-	s := &session{id: p.cfg.Audit.NextConn(), proto: audit.ProtoHTTP, defPort: 80, client: c,
+	s := &session{id: p.cfg.Audit.NextConn(), forward: true, client: c,
 		clientR: bufio.NewReaderSize(c, firstReadSize)}
 	defer p.dropUpstream(s)
 	for {
+		// Until a request names its target, a refusal names none.
+		s.target, s.proto, s.defPort = target{}, audit.ProtoHTTP, 80
 		req, ok := p.readRequest(s)
 		if !ok {
 			break
@@ -65,7 +67,7 @@ func (p *Proxy) forward(s *session, req *http.Request) bool {
 	}
 	t, err := urlTarget(req.URL)
 	secure := isSecureScheme(req.URL.Scheme)
-	if s.up != nil && (err != nil || t != s.target || secure != (s.proto == audit.ProtoHTTPS) || !stillIdle(s.up, s.upUsed)) {
+	if s.up != nil && (err != nil || t != s.upTarget || secure != s.upSecure || !stillIdle(s.up, s.upUsed)) {
 		p.dropUpstream(s)
 	}
 	if err != nil {
@@ -87,11 +89,12 @@ func (p *Proxy) forward(s *session, req *http.Request) bool {
 		p.refuse(s, req, dec)
 		return false
 	}
-	if s.up == nil && !p.dialUpstream(s, req, dec) {
+	s.reused = s.up != nil
+	if !s.reused && !p.dialUpstream(s, req, dec) {
 		return false
 	}
 	more := p.relayAllowed(s, req, dec)
-	s.upUsed = time.Now()
+	s.upUsed, s.reused = time.Now(), false
 	if s.piped != nil {
 		p.emitClose(s.id, s.proto, s.target, *s.piped)
 	}
@@ -105,9 +108,20 @@ func isSecureScheme(scheme string) bool {
 // dialUpstream connects s to its target through the SSRF guard, with TLS
 // for https; on failure it answers the client (denial or 502) itself.
 func (p *Proxy) dialUpstream(s *session, req *http.Request, dec policies.Decision) bool {
-	up, err := p.dialer.dial(p.ctx, dec, s.target.Host, s.target.Port)
-	if err == nil && s.proto == audit.ProtoHTTPS {
-		up, err = p.handshake(up, s.target.Host)
+	raw, err := p.dialer.dial(p.ctx, dec, s.target.Host, s.target.Port)
+	up := raw
+	if err == nil {
+		// Close closes the socket itself: closing a TLS conn would first
+		// try to send close_notify to an upstream that may not read.
+		if !p.hold(raw) {
+			raw.Close()
+			return false
+		}
+		if s.proto == audit.ProtoHTTPS {
+			if up, err = p.handshake(raw, s.target.Host); err != nil {
+				p.release(raw)
+			}
+		}
 	}
 	if err != nil {
 		var deny *DenyError
@@ -121,11 +135,8 @@ func (p *Proxy) dialUpstream(s *session, req *http.Request, dec policies.Decisio
 		s.refused = true // the request's body, if any, was not read
 		return false
 	}
-	if !p.hold(up) {
-		up.Close()
-		return false
-	}
-	s.up, s.dst = newUpstreamConn(up), ""
+	s.up, s.upRaw, s.dst = newUpstreamConn(up), raw, ""
+	s.upTarget, s.upSecure = s.target, s.proto == audit.ProtoHTTPS
 	return true
 }
 
@@ -147,9 +158,23 @@ func (p *Proxy) dropUpstream(s *session) {
 	if s.up == nil {
 		return
 	}
-	p.release(s.up.conn)
+	p.release(s.upRaw)
 	s.up.conn.Close()
-	s.up, s.dst = nil, ""
+	s.up, s.upRaw, s.dst = nil, nil, ""
+}
+
+// replayable reports whether req may be sent again on a new connection
+// when a kept one failed before any answer: no body, and a method that
+// means the same sent twice (as http.Transport decides).
+func replayable(req *http.Request) bool {
+	if req.Body != nil && req.Body != http.NoBody {
+		return false
+	}
+	switch req.Method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
+		return true
+	}
+	return false
 }
 
 // recentUse is how long after its last response an upstream connection

@@ -173,18 +173,25 @@ func (p *Proxy) serveListener(ln net.Listener, serve func(net.Conn)) error {
 	if !p.addListener(ln) {
 		return nil
 	}
+	var pause time.Duration
 	for {
 		c, err := ln.Accept()
 		if err != nil {
 			if p.isClosed() {
 				return nil
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				continue
+			if errors.Is(err, net.ErrClosed) {
+				return err
 			}
-			return err
+			// Out of fds (EMFILE) or buffers: wait and try again, as
+			// net/http does; returning would leave every later client
+			// waiting in the backlog.
+			pause = min(max(2*pause, 5*time.Millisecond), time.Second)
+			p.log.WithError(err).Warnf("accept; trying again in %v", pause)
+			time.Sleep(pause)
+			continue
 		}
+		pause = 0
 		if !p.admit() {
 			p.active.Add(-1)
 			c.Close()

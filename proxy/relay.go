@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -93,6 +94,8 @@ type relayResult struct {
 	// BodyErr is set when the client's request body could not be read
 	// according to its framing; the upstream connection was closed.
 	BodyErr error
+	// Sent: an interim response went to the client.
+	Sent bool
 }
 
 // relay sends req (already decided, hop-by-hop headers handled) on up and
@@ -140,6 +143,7 @@ func (p *Proxy) relay(req *http.Request, up *upstreamConn, client net.Conn, upgr
 		return finished, writeErr
 	}
 	var res relayResult
+	interim := false // an interim response went to the client
 	for {
 		up.lim.left = maxResponseHead
 		resp, err := http.ReadResponse(up.r, req)
@@ -169,7 +173,11 @@ func (p *Proxy) relay(req *http.Request, up *upstreamConn, client net.Conn, upgr
 			// one. An HTTP/1.0 client would take them for the answer
 			// (RFC 9110 15.2): it gets only the final one.
 			if req.ProtoAtLeast(1, 1) {
-				if err := writeHead(client, resp, false); err != nil {
+				_ = client.SetWriteDeadline(time.Now().Add(p.limits.IdleTunnelTimeout))
+				err := writeHead(client, resp, false)
+				_ = client.SetWriteDeadline(time.Time{})
+				interim = true
+				if err != nil {
 					res = relayResult{Outcome: RelayOutcome{Kind: Consumed}, Err: err}
 					break
 				}
@@ -187,6 +195,7 @@ func (p *Proxy) relay(req *http.Request, up *upstreamConn, client net.Conn, upgr
 		res = p.writeFinal(req, resp, up, client)
 		break
 	}
+	res.Sent = interim
 	if done, werr := writeDone(); !done || werr != nil {
 		// The upstream answered before taking the whole body, or the body
 		// could not be sent: this connection's framing is lost.
@@ -266,16 +275,25 @@ func (p *Proxy) switchProtocols(resp *http.Response, up *upstreamConn, client ne
 
 // writeFinal writes a final response with framing the client can
 // trust, and says whether the connection may carry another request.
-func (p *Proxy) writeFinal(req *http.Request, resp *http.Response, up *upstreamConn, client net.Conn) relayResult {
+func (p *Proxy) writeFinal(req *http.Request, resp *http.Response, up *upstreamConn, client net.Conn) (res relayResult) {
 	spliced := false
 	defer func() {
-		if !spliced {
+		switch {
+		case res.Outcome.Kind != Reusable:
+			// The exchange ended early (the client left, a timeout) or the
+			// connection closes anyway: closing beats reading the rest of
+			// a body nobody will get.
+			up.conn.Close()
+		case !spliced:
 			resp.Body.Close() // a spliced body went past resp.Body: nothing is left to drain
 		}
-		// The body's idle deadlines (see copyBody) end with it.
+		// The idle deadlines of the writes and the body end with them.
 		_ = up.conn.SetReadDeadline(time.Time{})
 		_ = client.SetWriteDeadline(time.Time{})
 	}()
+	// A client that reads nothing must not hold us (and the upstream)
+	// longer than the idle limit.
+	_ = client.SetWriteDeadline(time.Now().Add(p.limits.IdleTunnelTimeout))
 	closeAfter := resp.Close || req.Close
 	chunked := len(resp.TransferEncoding) > 0 && resp.TransferEncoding[0] == "chunked"
 	if chunked && !req.ProtoAtLeast(1, 1) {
@@ -290,6 +308,11 @@ func (p *Proxy) writeFinal(req *http.Request, resp *http.Response, up *upstreamC
 	}
 	trailer := resp.Trailer
 	removeHopHeaders(resp.Header)
+	// The framing is ours to write, whatever the upstream's Connection
+	// header named as hop-by-hop (Content-Length, even).
+	if !bodyless && !chunked && resp.ContentLength >= 0 {
+		resp.Header.Set("Content-Length", strconv.FormatInt(resp.ContentLength, 10))
+	}
 	if chunked && !bodyless {
 		resp.Header.Set("Transfer-Encoding", "chunked")
 		if len(trailer) > 0 {
@@ -300,7 +323,7 @@ func (p *Proxy) writeFinal(req *http.Request, resp *http.Response, up *upstreamC
 			resp.Header.Set("Trailer", strings.Join(names, ", "))
 		}
 	}
-	res := relayResult{Outcome: RelayOutcome{Kind: Reusable}, Status: resp.StatusCode}
+	res = relayResult{Outcome: RelayOutcome{Kind: Reusable}, Status: resp.StatusCode}
 	if closeAfter {
 		res.Outcome.Kind = Consumed
 	}

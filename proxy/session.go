@@ -31,7 +31,17 @@ type session struct {
 	client  net.Conn
 	clientR *bufio.Reader
 	up      *upstreamConn
-	upUsed  time.Time // when up last finished an exchange (forward path)
+	// forward: a connection to the proxy listener (front.go), whose
+	// requests each name a target. up then serves upTarget (over TLS if
+	// upSecure) on the socket upRaw, and is kept between requests; upUsed
+	// is when it last finished an exchange; reused says the request at
+	// hand went out on a kept connection.
+	forward  bool
+	upTarget target
+	upSecure bool
+	upRaw    net.Conn
+	upUsed   time.Time
+	reused   bool
 	// piped is what the raw pipe moved after a switch; nil before one.
 	piped *pipeResult
 	// dst is the upstream's address as audited, formatted once.
@@ -222,6 +232,11 @@ func (p *Proxy) refuseHint(s *session, req *http.Request, dec policies.Decision,
 	if hint != "" {
 		d.Hint = hint
 	}
+	if s.forward {
+		// The connection ends: an upstream kept for an earlier request is
+		// not this refusal's (no dst in its audit event).
+		p.dropUpstream(s)
+	}
 	p.emitExchange(s, method, path, upg, dec, audit.DecisionDeny, d.Status)
 	_ = d.write(s.client)
 	s.refused = true
@@ -245,7 +260,18 @@ func (p *Proxy) relayAllowed(s *session, req *http.Request, dec policies.Decisio
 	path := requestPath(req.URL)
 	upg := upgradeType(req.Header)
 	prepareOutgoing(req, s, upg)
+	replay := s.reused && replayable(req)
 	res := p.relay(req, s.up, s.client, upg)
+	if replay && res.Err != nil && res.Status == 0 && !res.Sent && res.Refused == "" && res.BodyErr == nil {
+		// The kept connection was closed under us before any answer:
+		// send the request again on a new one, as http.Transport does.
+		p.log.WithError(res.Err).Debugf("kept connection to %s failed; sending again", s.target)
+		p.dropUpstream(s)
+		if !p.dialUpstream(s, req, dec) {
+			return false
+		}
+		res = p.relay(req, s.up, s.client, upg)
+	}
 	switch {
 	case res.BodyErr != nil && res.Status == 0:
 		// The client's body broke its own framing (a bad chunk size, say).
