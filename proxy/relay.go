@@ -276,7 +276,9 @@ func (p *Proxy) switchProtocols(resp *http.Response, up *upstreamConn, client ne
 // writeFinal writes a final response with framing the client can
 // trust, and says whether the connection may carry another request.
 func (p *Proxy) writeFinal(req *http.Request, resp *http.Response, up *upstreamConn, client net.Conn) (res relayResult) {
-	spliced := false
+	// spliced: the body went past resp.Body; readDeadline: the upstream
+	// has a read deadline of the body's to clear.
+	spliced, readDeadline := false, false
 	defer func() {
 		switch {
 		case res.Outcome.Kind != Reusable:
@@ -288,7 +290,9 @@ func (p *Proxy) writeFinal(req *http.Request, resp *http.Response, up *upstreamC
 			resp.Body.Close() // a spliced body went past resp.Body: nothing is left to drain
 		}
 		// The idle deadlines of the writes and the body end with them.
-		_ = up.conn.SetReadDeadline(time.Time{})
+		if readDeadline {
+			_ = up.conn.SetReadDeadline(time.Time{})
+		}
 		_ = client.SetWriteDeadline(time.Time{})
 	}()
 	// A client that reads nothing must not hold us (and the upstream)
@@ -332,7 +336,12 @@ func (p *Proxy) writeFinal(req *http.Request, resp *http.Response, up *upstreamC
 	err := writeHeadTo(bw, resp, closeAfter)
 	if err == nil && !bodyless && !chunked && resp.ContentLength >= 0 && resp.ContentLength <= int64(bw.Available()) {
 		// A small body goes out with the head: one write, one TLS record.
-		body := &idleIO{r: resp.Body, conn: up.conn, idle: p.limits.IdleTunnelTimeout}
+		var body io.Reader = resp.Body
+		if int64(up.r.Buffered()) < resp.ContentLength {
+			// Not all here yet: the rest must come within the idle limit.
+			readDeadline = true
+			body = &idleIO{r: resp.Body, conn: up.conn, idle: p.limits.IdleTunnelTimeout}
+		}
 		if _, err := io.CopyN(bw, body, resp.ContentLength); err != nil {
 			// Nothing has reached the client yet: it gets a 502, not half
 			// a response.
@@ -351,6 +360,7 @@ func (p *Proxy) writeFinal(req *http.Request, resp *http.Response, up *upstreamC
 	if bodyless {
 		return res
 	}
+	readDeadline = true
 	spliced, err = p.copyBody(client, up, resp, chunked)
 	if err != nil {
 		res.Outcome.Kind, res.Err = Consumed, err

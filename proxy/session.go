@@ -79,7 +79,11 @@ func (p *Proxy) readRequest(s *session) (*http.Request, bool) {
 	if _, err := s.clientR.Peek(1); err != nil {
 		return nil, false // the client closed or idled out between requests
 	}
-	_ = s.client.SetReadDeadline(time.Now().Add(p.limits.HeaderTimeout))
+	if b, _ := s.clientR.Peek(s.clientR.Buffered()); headEnd(b, 0) < 0 {
+		// The rest of the head must come within HeaderTimeout (most heads
+		// arrive whole, and need no second deadline).
+		_ = s.client.SetReadDeadline(time.Now().Add(p.limits.HeaderTimeout))
+	}
 	defer s.client.SetReadDeadline(time.Time{})
 	err := scanHead(s.clientR, p.limits.MaxHeaderBytes)
 	if errors.Is(err, bufio.ErrBufferFull) {
