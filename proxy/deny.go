@@ -1,9 +1,7 @@
 package proxy
 
 import (
-	"bytes"
 	"encoding/json"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -64,9 +62,7 @@ func (d denial) reply() jsonReply {
 	return jsonReply{status: d.Status, decision: d.headerValue(), body: d.body()}
 }
 
-func (d denial) response(req *http.Request) *http.Response { return d.reply().response(req) }
-func (d denial) write(w io.Writer) error                   { return d.reply().write(w) }
-func (d denial) serve(w http.ResponseWriter)               { d.reply().serve(w) }
+func (d denial) write(w io.Writer) error { return d.reply().write(w) }
 
 // upstreamReply says why an upstream could not be reached or did not
 // answer; it is not a policy decision, so it has no X-Osandbox-Decision.
@@ -76,9 +72,7 @@ func upstreamReply(err error) jsonReply {
 }
 
 // jsonReply is a response osandbox makes itself (a denial, an upstream
-// error), sent whichever way the path at hand answers: as an
-// *http.Response for goproxy's hooks, through a ResponseWriter, or raw on
-// a connection that then closes.
+// error), sent raw on a client connection that then closes.
 type jsonReply struct {
 	status   int
 	decision string // X-Osandbox-Decision; "" for none
@@ -95,14 +89,6 @@ func (j jsonReply) header() http.Header {
 	return h
 }
 
-func (j jsonReply) response(req *http.Request) *http.Response {
-	return &http.Response{
-		StatusCode: j.status, Status: fmt.Sprintf("%d %s", j.status, http.StatusText(j.status)),
-		Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, Header: j.header(),
-		Body: io.NopCloser(bytes.NewReader(j.body)), ContentLength: int64(len(j.body)), Request: req,
-	}
-}
-
 // write sends the reply on a raw connection and tells the client it closes.
 func (j jsonReply) write(w io.Writer) error {
 	if err := writeHead(w, &http.Response{StatusCode: j.status, Header: j.header()}, true); err != nil {
@@ -110,12 +96,4 @@ func (j jsonReply) write(w io.Writer) error {
 	}
 	_, err := w.Write(j.body)
 	return err
-}
-
-func (j jsonReply) serve(w http.ResponseWriter) {
-	for k, v := range j.header() {
-		w.Header()[k] = v
-	}
-	w.WriteHeader(j.status)
-	_, _ = w.Write(j.body)
 }

@@ -40,8 +40,6 @@ func upgradeType(h http.Header) string {
 	return strings.ToLower(strings.TrimSpace(h.Get("Upgrade")))
 }
 
-func isUpgradeRequest(h http.Header) bool { return upgradeType(h) != "" }
-
 // validUpgradeToken reports whether s is printable ASCII without spaces,
 // as httputil.ReverseProxy requires before it switches.
 func validUpgradeToken(s string) bool {
