@@ -163,6 +163,13 @@ func (p *Proxy) dropUpstream(s *session) {
 	s.up, s.upRaw, s.dst = nil, nil, ""
 }
 
+// closedUnderUs reports whether err says the upstream closed or reset the
+// connection (not that it was slow: a timeout is no reason to ask again).
+func closedUnderUs(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
+}
+
 // replayable reports whether req may be sent again on a new connection
 // when a kept one failed before any answer: no body, and a method that
 // means the same sent twice (as http.Transport decides).

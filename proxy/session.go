@@ -120,9 +120,9 @@ var (
 
 // scanHead waits until r holds a whole request head and checks its
 // framing, or fails once limit bytes have come without one; it fails with
-// bufio.ErrBufferFull when r's buffer fills first. Net/http's parser is lenient where an upstream may
-// read the bytes differently (request smuggling), so the raw head is
-// checked first.
+// bufio.ErrBufferFull when r's buffer fills first. Net/http's parser is
+// lenient where an upstream may read the bytes differently (request
+// smuggling), so the raw head is checked first.
 func scanHead(r *bufio.Reader, limit int) error {
 	from, want := 0, max(r.Buffered(), 1)
 	for {
@@ -266,7 +266,7 @@ func (p *Proxy) relayAllowed(s *session, req *http.Request, dec policies.Decisio
 	prepareOutgoing(req, s, upg)
 	replay := s.reused && replayable(req)
 	res := p.relay(req, s.up, s.client, upg)
-	if replay && res.Err != nil && res.Status == 0 && !res.Sent && res.Refused == "" && res.BodyErr == nil {
+	if replay && res.Status == 0 && !res.Sent && res.Refused == "" && res.BodyErr == nil && closedUnderUs(res.Err) {
 		// The kept connection was closed under us before any answer:
 		// send the request again on a new one, as http.Transport does.
 		p.log.WithError(res.Err).Debugf("kept connection to %s failed; sending again", s.target)
