@@ -1,9 +1,9 @@
-# osandbox: make build | test | e2e | lint | fmt | bench
+# osandbox: make build | test | e2e | lint | fmt | bench | fuzz
 GO      ?= go
 BIN     ?= osandbox
 PKGS    := ./...
 
-.PHONY: build test unit e2e lint fmt bench install clean
+.PHONY: build test unit e2e lint fmt bench fuzz install clean
 
 # A static binary: no libc to load at start-up, runs on any distribution.
 build:
@@ -38,6 +38,18 @@ bench: build
 	$(GO) test -run '^$$' -bench . -benchmem $(if $(BENCH_QUICK),-benchtime=100ms) ./policies/ ./audit/ ./proxy/
 	$(GO) build -o bin/osbench ./bench
 	./bin/osbench run -osandbox ./$(BIN) -out bench/results.json
+
+# Every fuzz target in turn for FUZZTIME each (make fuzz FUZZTIME=5m before
+# a release); a crasher lands in the package's testdata/fuzz, to commit as a
+# seed. make test runs the seeds.
+FUZZTIME ?= 30s
+fuzz:
+	@for pkg in ./policies/ ./proxy/ ./audit/; do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
+	    echo "== $$pkg $$f"; \
+	    $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) -parallel 1 $$pkg || exit 1; \
+	  done; \
+	done
 
 clean:
 	rm -f $(BIN)
