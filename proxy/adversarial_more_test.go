@@ -407,7 +407,7 @@ func TestRequestFramingVariants(t *testing.T) {
 // the response (a fold turned into a space) or a 502.
 func TestUpstreamHeadInjection(t *testing.T) {
 	const final = "Content-Length: 2\r\n\r\nok"
-	cases := []struct{ name, response string }{
+	cases := []scriptedCase{
 		{"fold_space", "HTTP/1.1 200 OK\r\nX-A: a\r\n X-Injected: 1\r\n" + final},
 		{"fold_tab", "HTTP/1.1 200 OK\r\nX-A: a\r\n\tX-Injected: 1\r\n" + final},
 		{"cr_in_value", "HTTP/1.1 200 OK\r\nX-A: a\rX-Injected: 1\r\n" + final},
@@ -416,12 +416,7 @@ func TestUpstreamHeadInjection(t *testing.T) {
 		{"cr_in_interim_reason", "HTTP/1.1 103 Early\rX-Injected: 1\r\n\r\nHTTP/1.1 200 OK\r\n" + final},
 		{"cr_in_interim_value", "HTTP/1.1 103 Early Hints\r\nLink: <a>\rX-Injected: 1\r\n\r\nHTTP/1.1 200 OK\r\n" + final},
 	}
-	script := map[string]string{}
-	for _, tc := range cases {
-		script["/"+tc.name] = tc.response
-	}
-	up := startRawUpstream(t, scriptedUpstream(script))
-	tp := startProxy(t, relayPolicy(up.port, true), nil)
+	up, tp := startScripted(t, cases)
 	for _, path := range []relayPath{forwardPath, inspectedPath} {
 		for _, tc := range cases {
 			t.Run(path.name+"/"+tc.name, func(t *testing.T) {
@@ -521,18 +516,13 @@ func TestHTTP10ClientGetsNoInterimResponses(t *testing.T) {
 // conflict; the next request on the connection still works.
 func TestUpstreamContentLengthWithChunked(t *testing.T) {
 	chunks := "\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
-	cases := []struct{ name, response string }{
+	cases := []scriptedCase{
 		{"length_short", "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked" + chunks},
 		{"length_long", "HTTP/1.1 200 OK\r\nContent-Length: 100\r\nTransfer-Encoding: chunked" + chunks},
 		{"chunked_first", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3" + chunks},
 		{"length_matches", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 15" + chunks},
 	}
-	script := map[string]string{}
-	for _, tc := range cases {
-		script["/"+tc.name] = tc.response
-	}
-	up := startRawUpstream(t, scriptedUpstream(script))
-	tp := startProxy(t, relayPolicy(up.port, true), nil)
+	up, tp := startScripted(t, cases)
 	for _, path := range []relayPath{forwardPath, inspectedPath} {
 		for _, tc := range cases {
 			t.Run(path.name+"/"+tc.name, func(t *testing.T) {
@@ -711,4 +701,19 @@ func TestUpstreamStatusOutOfRange(t *testing.T) {
 			})
 		}
 	}
+}
+
+// scriptedCase is a raw upstream response, served at "/"+name.
+type scriptedCase struct{ name, response string }
+
+// startScripted starts an upstream that answers each case's path with its
+// response, and a proxy whose policy allows (and inspects) it.
+func startScripted(t *testing.T, cases []scriptedCase) (*rawUpstream, *testProxy) {
+	t.Helper()
+	script := map[string]string{}
+	for _, tc := range cases {
+		script["/"+tc.name] = tc.response
+	}
+	up := startRawUpstream(t, scriptedUpstream(script))
+	return up, startProxy(t, relayPolicy(up.port, true), nil)
 }
