@@ -72,6 +72,9 @@ func (p *Proxy) forward(s *session, req *http.Request) bool {
 	}
 	if err != nil {
 		s.target = target{Host: req.URL.Hostname()}
+		if secure {
+			s.proto = audit.ProtoHTTPS
+		}
 		p.refuse(s, req, denyDecision(policies.ReasonBadRequest))
 		return false
 	}
@@ -88,6 +91,11 @@ func (p *Proxy) forward(s *session, req *http.Request) bool {
 		p.dropUpstream(s)
 		p.refuse(s, req, dec)
 		return false
+	}
+	if s.up != nil && !p.addrAllowed(dec, s.up.conn) {
+		// Kept for a rule that named its address; this request's rule
+		// must pass the guard on its own dial.
+		p.dropUpstream(s)
 	}
 	s.reused = s.up != nil
 	if !s.reused && !p.dialUpstream(s, req, dec) {

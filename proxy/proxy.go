@@ -188,7 +188,11 @@ func (p *Proxy) serveListener(ln net.Listener, serve func(net.Conn)) error {
 			// waiting in the backlog.
 			pause = min(max(2*pause, 5*time.Millisecond), time.Second)
 			p.log.WithError(err).Warnf("accept; trying again in %v", pause)
-			time.Sleep(pause)
+			select {
+			case <-p.ctx.Done():
+				return nil
+			case <-time.After(pause):
+			}
 			continue
 		}
 		pause = 0

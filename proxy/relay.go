@@ -96,6 +96,8 @@ type relayResult struct {
 	BodyErr error
 	// Sent: an interim response went to the client.
 	Sent bool
+	// Untouched: not one byte of a response came from the upstream.
+	Untouched bool
 }
 
 // relay sends req (already decided, hop-by-hop headers handled) on up and
@@ -103,14 +105,14 @@ type relayResult struct {
 // asked for, or "". The request body is streamed while the response is
 // read, so 100 Continue and early responses work.
 func (p *Proxy) relay(req *http.Request, up *upstreamConn, client net.Conn, upgrade string) relayResult {
-	body := &bodyReader{ReadCloser: req.Body}
+	// The response head must come within ResponseTimeout of the request
+	// being sent; while a long upload is still going, only the idle limit
+	// applies, counted from the last body bytes that moved.
+	dl := &headDeadline{conn: up.conn, timeout: p.limits.ResponseTimeout, loose: p.limits.IdleTunnelTimeout}
+	body := &bodyReader{ReadCloser: req.Body, dl: dl}
 	if req.Body != nil && req.Body != http.NoBody {
 		req.Body = body
 	}
-	// The response head must come within ResponseTimeout of the request
-	// being sent; while a long upload is still going, only the idle limit
-	// applies.
-	dl := &headDeadline{conn: up.conn, timeout: p.limits.ResponseTimeout}
 	dl.arm(p.limits.IdleTunnelTimeout)
 	wrote := make(chan error, 1)
 	if req.Body == nil || req.Body == http.NoBody {
@@ -147,6 +149,10 @@ func (p *Proxy) relay(req *http.Request, up *upstreamConn, client net.Conn, upgr
 	for {
 		up.lim.left = maxResponseHead
 		resp, err := http.ReadResponse(up.r, req)
+		if err != nil && up.r.Buffered() > 0 {
+			up.lim.left = 0 // bytes came, however few the limit saw
+		}
+		untouched := up.lim.left == maxResponseHead
 		up.lim.left = -1
 		dl.disarm()
 		if err == nil && (resp.StatusCode < 100 || resp.StatusCode > 599) {
@@ -155,7 +161,8 @@ func (p *Proxy) relay(req *http.Request, up *upstreamConn, client net.Conn, upgr
 			err = fmt.Errorf("status %d", resp.StatusCode)
 		}
 		if err != nil {
-			res = relayResult{Outcome: RelayOutcome{Kind: Consumed}, Err: fmt.Errorf("read response: %w", err)}
+			res = relayResult{Outcome: RelayOutcome{Kind: Consumed}, Err: fmt.Errorf("read response: %w", err),
+				Untouched: !interim && untouched}
 			break
 		}
 		if resp.StatusCode == http.StatusSwitchingProtocols {
@@ -202,10 +209,14 @@ func (p *Proxy) relay(req *http.Request, up *upstreamConn, client net.Conn, upgr
 		res.Outcome = RelayOutcome{Kind: Consumed}
 		up.conn.Close()
 		if !finished {
+			// The writer is still reading the client's body: closing the
+			// client ends it, and the read error that follows is ours, not
+			// a fault in the client's framing.
 			client.Close()
 			<-wrote
+		} else {
+			res.BodyErr = body.err
 		}
-		res.BodyErr = body.err
 	}
 	return res
 }
@@ -215,12 +226,14 @@ func (p *Proxy) relay(req *http.Request, up *upstreamConn, client net.Conn, upgr
 const writeGrace = time.Second
 
 func writeRequest(req *http.Request, up net.Conn, body *bodyReader, dl *headDeadline, done chan<- error) {
-	bw := getWriter(up)
+	// An upstream that takes nothing must not hold us past the idle limit.
+	bw := getWriter(&idleIO{w: up, conn: up, idle: dl.loose})
 	err := req.Write(bw)
 	if err == nil {
 		err = bw.Flush()
 	}
 	putWriter(bw)
+	_ = up.SetWriteDeadline(time.Time{})
 	if err == nil {
 		dl.sent()
 	}
@@ -236,16 +249,21 @@ func writeRequest(req *http.Request, up net.Conn, body *bodyReader, dl *headDead
 	done <- err
 }
 
-// bodyReader remembers why reading the client's body failed.
+// bodyReader remembers why reading the client's body failed, and tells
+// the response deadline that the upload is still moving.
 type bodyReader struct {
 	io.ReadCloser
 	err error
+	dl  *headDeadline
 }
 
 func (b *bodyReader) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
 	if err != nil && err != io.EOF {
 		b.err = err
+	}
+	if n > 0 {
+		b.dl.progress()
 	}
 	return n, err
 }
@@ -263,8 +281,11 @@ func (p *Proxy) switchProtocols(resp *http.Response, up *upstreamConn, client ne
 	if !validUpgradeToken(got) || !strings.EqualFold(got, asked) {
 		return refuse(policies.ReasonUpgradeMismatch)
 	}
-	if err := writeHead(client, resp, false); err != nil {
-		return relayResult{Outcome: RelayOutcome{Kind: Consumed}, Err: err}
+	_ = client.SetWriteDeadline(time.Now().Add(p.limits.IdleTunnelTimeout))
+	err := writeHead(client, resp, false)
+	_ = client.SetWriteDeadline(time.Time{})
+	if err != nil {
+		return relayResult{Outcome: RelayOutcome{Kind: Consumed}, Err: err, Status: resp.StatusCode}
 	}
 	var overflow []byte
 	if n := up.r.Buffered(); n > 0 {
@@ -331,7 +352,8 @@ func (p *Proxy) writeFinal(req *http.Request, resp *http.Response, up *upstreamC
 	if closeAfter {
 		res.Outcome.Kind = Consumed
 	}
-	bw := getWriter(client)
+	out := &spyWriter{w: client}
+	bw := getWriter(out)
 	defer putWriter(bw)
 	err := writeHeadTo(bw, resp, closeAfter)
 	if err == nil && !bodyless && !chunked && resp.ContentLength >= 0 && resp.ContentLength <= int64(bw.Available()) {
@@ -343,10 +365,14 @@ func (p *Proxy) writeFinal(req *http.Request, resp *http.Response, up *upstreamC
 			body = &idleIO{r: resp.Body, conn: up.conn, idle: p.limits.IdleTunnelTimeout}
 		}
 		if _, err := io.CopyN(bw, body, resp.ContentLength); err != nil {
-			// Nothing has reached the client yet: it gets a 502, not half
-			// a response.
 			bw.Reset(nil)
-			return relayResult{Outcome: RelayOutcome{Kind: Consumed}, Err: fmt.Errorf("read body: %w", err)}
+			res = relayResult{Outcome: RelayOutcome{Kind: Consumed}, Err: fmt.Errorf("read body: %w", err)}
+			if out.wrote {
+				// A large head went out in part: the client has this
+				// status, cut short, and must not get a second one.
+				res.Status = resp.StatusCode
+			}
+			return res
 		}
 		bodyless = true
 	}
@@ -459,6 +485,17 @@ func spliceBody(dst, src *net.TCPConn, br *bufio.Reader, n int64, idle time.Dura
 	return nil
 }
 
+// spyWriter says whether anything was written through it.
+type spyWriter struct {
+	w     io.Writer
+	wrote bool
+}
+
+func (s *spyWriter) Write(b []byte) (int, error) {
+	s.wrote = true
+	return s.w.Write(b)
+}
+
 // idleIO reads r or writes w with conn's deadline moved IdleTunnelTimeout
 // ahead of each call.
 type idleIO struct {
@@ -545,8 +582,10 @@ type headDeadline struct {
 	mu      sync.Mutex
 	conn    net.Conn
 	timeout time.Duration
+	loose   time.Duration // while the body is still being sent
 	waiting bool
 	isSent  bool
+	moved   time.Time // when progress last pushed the loose deadline on
 }
 
 // arm starts waiting for a head: the tight deadline if the request is
@@ -560,6 +599,20 @@ func (d *headDeadline) arm(loose time.Duration) {
 		t = d.timeout
 	}
 	_ = d.conn.SetReadDeadline(time.Now().Add(t))
+}
+
+// progress pushes the loose deadline on while a body is being sent (at
+// most once a second: deadlines are not free).
+func (d *headDeadline) progress() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if !d.waiting || d.isSent {
+		return
+	}
+	if now := time.Now(); now.Sub(d.moved) >= time.Second {
+		d.moved = now
+		_ = d.conn.SetReadDeadline(now.Add(d.loose))
+	}
 }
 
 func (d *headDeadline) sent() {

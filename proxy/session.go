@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"time"
 
 	"github.com/osandbox/osandbox/audit"
@@ -242,6 +243,9 @@ func (p *Proxy) refuseHint(s *session, req *http.Request, dec policies.Decision,
 		p.dropUpstream(s)
 	}
 	p.emitExchange(s, method, path, upg, dec, audit.DecisionDeny, d.Status)
+	// The connection ends after this: a client that reads nothing gets
+	// the idle limit, not our goroutine for good.
+	_ = s.client.SetWriteDeadline(time.Now().Add(p.limits.IdleTunnelTimeout))
 	_ = d.write(s.client)
 	s.refused = true
 }
@@ -255,7 +259,20 @@ func (p *Proxy) exchange(s *session, req *http.Request) bool {
 		p.refuse(s, req, dec)
 		return false
 	}
+	if !p.addrAllowed(dec, s.up.conn) {
+		// The tunnel's address was allowed for the connection; the rule
+		// that allows this request must allow it too.
+		p.refuse(s, req, denyDecision(policies.ReasonPrivateAddress))
+		return false
+	}
 	return p.relayAllowed(s, req, dec)
+}
+
+// addrAllowed reports whether the address c is connected to passes the
+// SSRF guard for dec, as a dial for dec would have checked it.
+func (p *Proxy) addrAllowed(dec policies.Decision, c net.Conn) bool {
+	ap, err := netip.ParseAddrPort(c.RemoteAddr().String())
+	return err == nil && p.cfg.Policy.AddrAllowed(dec, ap.Addr().Unmap())
 }
 
 // relayAllowed relays a request the policy allowed (dec) and acts on the
@@ -266,7 +283,7 @@ func (p *Proxy) relayAllowed(s *session, req *http.Request, dec policies.Decisio
 	prepareOutgoing(req, s, upg)
 	replay := s.reused && replayable(req)
 	res := p.relay(req, s.up, s.client, upg)
-	if replay && res.Status == 0 && !res.Sent && res.Refused == "" && res.BodyErr == nil && closedUnderUs(res.Err) {
+	if replay && res.Untouched && closedUnderUs(res.Err) {
 		// The kept connection was closed under us before any answer:
 		// send the request again on a new one, as http.Transport does.
 		p.log.WithError(res.Err).Debugf("kept connection to %s failed; sending again", s.target)
