@@ -7,9 +7,11 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -361,5 +363,136 @@ func TestServeSurvivesAcceptErrors(t *testing.T) {
 	case err := <-served:
 		t.Fatalf("Serve returned: %v", err)
 	default:
+	}
+}
+
+// TestKeptConnectionRuleAddresses: a private address is allowed only for
+// a rule that names it. A connection kept from a request such a rule
+// allowed must not carry one that another rule allows: on the forward
+// path it is not reused (the new dial is refused), in an inspected tunnel
+// the request is refused.
+func TestKeptConnectionRuleAddresses(t *testing.T) {
+	up := startRawUpstream(t, answerEach(0))
+	policy := fmt.Sprintf(`version: 1
+allow:
+  - name: names-the-address
+    hosts: [%[1]s, 127.0.0.1/32]
+    ports: [%[2]d]
+    http:
+      - methods: [GET]
+        paths: [/a]
+  - name: name-only
+    hosts: [%[1]s]
+    ports: [%[2]d]
+    http:
+      - methods: [GET]
+        paths: [/b]
+`, pinnedName, up.port)
+	tp := startProxy(t, policy, func(c *Config) {
+		c.Pins = map[string][]netip.Addr{pinnedName: {netip.MustParseAddr("127.0.0.1")}}
+	})
+	for _, path := range []relayPath{forwardPath, inspectedPath} {
+		t.Run(path.name, func(t *testing.T) {
+			conn, err := net.DialTimeout("tcp", tp.Addr, relayTimeout)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			_ = conn.SetDeadline(time.Now().Add(relayTimeout))
+			c := &rawClient{t: t, conn: conn.(*net.TCPConn), r: bufio.NewReader(conn),
+				target: fmt.Sprintf("%s:%d", pinnedName, up.port), path: path}
+			if path.connect {
+				c.write(fmt.Sprintf("CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n", c.target, c.target))
+				if resp := c.read(http.MethodConnect); resp.StatusCode != http.StatusOK {
+					t.Fatalf("CONNECT: %s", resp.Status)
+				}
+			}
+			c.send(http.MethodGet, "/a", nil, nil)
+			requireBody(t, c.read(http.MethodGet), http.StatusOK, "/a")
+			c.send(http.MethodGet, "/b", nil, nil)
+			d := readDenial(t, c, http.MethodGet, http.StatusForbidden, string(policies.ReasonPrivateAddress))
+			if d.Path != "/b" {
+				t.Errorf("denial %+v, want one for /b", d)
+			}
+		})
+	}
+	for _, r := range up.requests() {
+		if r.URL.Path == "/b" {
+			t.Error("the upstream got /b over a connection its rule does not allow")
+		}
+	}
+}
+
+// TestSlowUploadNotCut: the idle limit counts from the last body bytes
+// that moved, not from the start of the request: an upload that keeps
+// moving for longer than IdleTunnelTimeout gets its answer.
+func TestSlowUploadNotCut(t *testing.T) {
+	up := startRawUpstream(t, func(u *rawUpstream, c *net.TCPConn, r *bufio.Reader) {
+		req, err := u.readRequest(r)
+		if err != nil {
+			return
+		}
+		n, _ := io.Copy(io.Discard, req.Body)
+		fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(strconv.Itoa(int(n))), strconv.Itoa(int(n)))
+	})
+	for _, path := range []relayPath{forwardPath, inspectedPath} {
+		t.Run(path.name, func(t *testing.T) {
+			tp := startProxy(t, relayPolicy(up.port, path.inspect), func(c *Config) {
+				c.Limits.IdleTunnelTimeout = time.Second
+			})
+			c := dialRaw(t, tp, path, up.port)
+			const size = 25 // one byte every 100 ms: 2.5 s, more than twice the limit
+			c.send(http.MethodPost, "/up", []string{fmt.Sprintf("Content-Length: %d", size)}, nil)
+			for range size {
+				c.write("x")
+				time.Sleep(100 * time.Millisecond)
+			}
+			requireBody(t, c.read(http.MethodPost), http.StatusOK, strconv.Itoa(size))
+			ev := tp.waitAudit(t, "the upload", func(e audit.Event) bool { return e.Event == audit.EventRequest })
+			if ev.Decision != audit.DecisionAllow || ev.Status != http.StatusOK {
+				t.Errorf("request event %+v", ev)
+			}
+		})
+	}
+}
+
+// TestCutResponseNotAnsweredTwice: an upstream that sends a head larger
+// than the proxy's write buffer and then a short body cuts the response;
+// the client gets that response cut short, never a second status line,
+// and a GET is not sent again once the upstream has begun to answer.
+func TestCutResponseNotAnsweredTwice(t *testing.T) {
+	big := "X-Big: " + strings.Repeat("b", 5<<10) + "\r\n"
+	up := startRawUpstream(t, func(u *rawUpstream, c *net.TCPConn, r *bufio.Reader) {
+		for {
+			req, err := u.readRequest(r)
+			if err != nil {
+				return
+			}
+			if req.URL.Path == "/ok" {
+				_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+				continue
+			}
+			_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\n"+big+"Content-Length: 100\r\n\r\nabc")
+			c.Close()
+			return
+		}
+	})
+	tp := startProxy(t, relayPolicy(up.port, false), nil)
+	c := dialRaw(t, tp, forwardPath, up.port)
+	c.send(http.MethodGet, "/ok", nil, nil)
+	requireBody(t, c.read(http.MethodGet), http.StatusOK, "ok")
+	c.send(http.MethodGet, "/cut", nil, nil) // on the kept connection
+	raw, _ := io.ReadAll(c.r)
+	if n := strings.Count(string(raw), "HTTP/1.1 "); n > 1 {
+		t.Errorf("the client got %d status lines for one request: %.200q", n, raw)
+	}
+	cuts := 0
+	for _, r := range up.requests() {
+		if r.URL.Path == "/cut" {
+			cuts++
+		}
+	}
+	if cuts != 1 {
+		t.Errorf("the upstream got /cut %d times, want once", cuts)
 	}
 }

@@ -602,14 +602,15 @@ func (d *headDeadline) arm(loose time.Duration) {
 }
 
 // progress pushes the loose deadline on while a body is being sent (at
-// most once a second: deadlines are not free).
+// most once a second, or a quarter of the limit if that is shorter:
+// deadlines are not free).
 func (d *headDeadline) progress() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if !d.waiting || d.isSent {
 		return
 	}
-	if now := time.Now(); now.Sub(d.moved) >= time.Second {
+	if now := time.Now(); now.Sub(d.moved) >= min(time.Second, d.loose/4) {
 		d.moved = now
 		_ = d.conn.SetReadDeadline(now.Add(d.loose))
 	}
