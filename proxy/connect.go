@@ -34,8 +34,7 @@ func (p *Proxy) serveConnect(s *session, req *http.Request) {
 		}
 		p.log.WithError(err).Debugf("CONNECT %s", t)
 		p.emitConnect(s.id, t, dec, http.StatusBadGateway, "")
-		_ = upstreamReply(err).write(s.client)
-		s.refused = true
+		p.sendFinal(s, upstreamReply(err))
 		return
 	}
 	if !p.hold(up) {
@@ -54,10 +53,10 @@ func (p *Proxy) serveConnect(s *session, req *http.Request) {
 func (p *Proxy) serveTunnel(conn uint64, client net.Conn, br *bufio.Reader, up net.Conn, t target, dec policies.Decision) {
 	dst := up.RemoteAddr().String()
 	p.emitConnect(conn, t, dec, http.StatusOK, dst)
-	_ = client.SetWriteDeadline(time.Now().Add(p.limits.IdleTunnelTimeout))
-	_, err := client.Write([]byte("HTTP/1.1 200 Connection established\r\n\r\n"))
-	_ = client.SetWriteDeadline(time.Time{})
-	if err != nil {
+	if err := p.writeWithin(client, func() error {
+		_, err := client.Write([]byte("HTTP/1.1 200 Connection established\r\n\r\n"))
+		return err
+	}); err != nil {
 		client.Close()
 		up.Close()
 		p.emitClose(conn, audit.ProtoConnect, t, pipeResult{})
@@ -77,9 +76,7 @@ func (p *Proxy) serveTunnel(conn uint64, client net.Conn, br *bufio.Reader, up n
 func (p *Proxy) refuseConnect(s *session, t target, dec policies.Decision) {
 	d := newDenial(dec.Reason, http.MethodConnect, t.Host, t.Port, "")
 	p.emitConnect(s.id, t, dec, d.Status, "")
-	_ = s.client.SetWriteDeadline(time.Now().Add(p.limits.IdleTunnelTimeout))
-	_ = d.write(s.client)
-	s.refused = true
+	p.sendFinal(s, d.reply())
 }
 
 func (p *Proxy) emitConnect(conn uint64, t target, dec policies.Decision, status int, dst string) {

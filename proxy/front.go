@@ -139,8 +139,7 @@ func (p *Proxy) dialUpstream(s *session, req *http.Request, dec policies.Decisio
 		}
 		p.log.WithError(err).Debugf("%s %s://%s%s", req.Method, s.proto, s.target, requestPath(req.URL))
 		p.emitExchange(s, req.Method, requestPath(req.URL), upgradeType(req.Header), dec, audit.DecisionAllow, http.StatusBadGateway)
-		_ = upstreamReply(err).write(s.client)
-		s.refused = true // the request's body, if any, was not read
+		p.sendFinal(s, upstreamReply(err)) // the request's body, if any, was not read
 		return false
 	}
 	s.up, s.upRaw, s.dst = newUpstreamConn(up), raw, ""

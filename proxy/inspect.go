@@ -57,11 +57,11 @@ func (p *Proxy) serveInspected(id uint64, client net.Conn, buffered *bufio.Reade
 
 // intercept completes TLS with the client, as t, and with the upstream,
 // verifying its certificate. ALPN is http/1.1 on both sides.
-func (p *Proxy) intercept(client, up net.Conn, t target) (*tls.Conn, *tls.Conn, error) {
+func (p *Proxy) intercept(client, up net.Conn, t target) (*tls.Conn, net.Conn, error) {
 	if p.cfg.CA == nil {
 		return nil, nil, errors.New("TLS interception needs a CA; none configured")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), p.limits.TLSTimeout)
+	ctx, cancel := context.WithTimeout(p.ctx, p.limits.TLSTimeout)
 	defer cancel()
 	tc := tls.Server(client, &tls.Config{
 		NextProtos: []string{"http/1.1"},
@@ -72,8 +72,8 @@ func (p *Proxy) intercept(client, up net.Conn, t target) (*tls.Conn, *tls.Conn, 
 	if err := tc.HandshakeContext(ctx); err != nil {
 		return nil, nil, err
 	}
-	uc := tls.Client(up, p.upstreamTLS(t.Host))
-	if err := uc.HandshakeContext(ctx); err != nil {
+	uc, err := p.handshake(up, t.Host)
+	if err != nil {
 		_ = upstreamReply(err).write(tc)
 		_ = tc.Close()
 		return nil, nil, err

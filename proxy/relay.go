@@ -180,9 +180,7 @@ func (p *Proxy) relay(req *http.Request, up *upstreamConn, client net.Conn, upgr
 			// one. An HTTP/1.0 client would take them for the answer
 			// (RFC 9110 15.2): it gets only the final one.
 			if req.ProtoAtLeast(1, 1) {
-				_ = client.SetWriteDeadline(time.Now().Add(p.limits.IdleTunnelTimeout))
-				err := writeHead(client, resp, false)
-				_ = client.SetWriteDeadline(time.Time{})
+				err := p.writeWithin(client, func() error { return writeHead(client, resp, false) })
 				interim = true
 				if err != nil {
 					res = relayResult{Outcome: RelayOutcome{Kind: Consumed}, Err: err}
@@ -281,10 +279,7 @@ func (p *Proxy) switchProtocols(resp *http.Response, up *upstreamConn, client ne
 	if !validUpgradeToken(got) || !strings.EqualFold(got, asked) {
 		return refuse(policies.ReasonUpgradeMismatch)
 	}
-	_ = client.SetWriteDeadline(time.Now().Add(p.limits.IdleTunnelTimeout))
-	err := writeHead(client, resp, false)
-	_ = client.SetWriteDeadline(time.Time{})
-	if err != nil {
+	if err := p.writeWithin(client, func() error { return writeHead(client, resp, false) }); err != nil {
 		return relayResult{Outcome: RelayOutcome{Kind: Consumed}, Err: err, Status: resp.StatusCode}
 	}
 	var overflow []byte

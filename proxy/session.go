@@ -243,11 +243,24 @@ func (p *Proxy) refuseHint(s *session, req *http.Request, dec policies.Decision,
 		p.dropUpstream(s)
 	}
 	p.emitExchange(s, method, path, upg, dec, audit.DecisionDeny, d.Status)
-	// The connection ends after this: a client that reads nothing gets
-	// the idle limit, not our goroutine for good.
-	_ = s.client.SetWriteDeadline(time.Now().Add(p.limits.IdleTunnelTimeout))
-	_ = d.write(s.client)
+	p.sendFinal(s, d.reply())
+}
+
+// sendFinal sends the last thing a client connection gets from us (a
+// denial, an upstream error) without reading what it still sends: the
+// connection then ends with lingerClose.
+func (p *Proxy) sendFinal(s *session, reply jsonReply) {
+	_ = p.writeWithin(s.client, func() error { return reply.write(s.client) })
 	s.refused = true
+}
+
+// writeWithin runs write, which writes to c, with the idle limit as c's
+// write deadline: a client that reads nothing must not hold us for good.
+func (p *Proxy) writeWithin(c net.Conn, write func() error) error {
+	_ = c.SetWriteDeadline(time.Now().Add(p.limits.IdleTunnelTimeout))
+	err := write()
+	_ = c.SetWriteDeadline(time.Time{})
+	return err
 }
 
 // exchange decides one request, relays it and acts on the outcome. It
